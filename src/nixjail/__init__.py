@@ -1,0 +1,3 @@
+"""nixjail: runs untrusted submissions that bring their own Nix toolchain."""
+
+__version__ = "0.1.0"

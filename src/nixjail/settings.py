@@ -1,0 +1,120 @@
+"""Typed settings shared by every nixjail service.
+
+An operator writes them as TOML (the NixOS module renders its freeform
+`settings` option to that file); every field has a default that suits an
+all-in-one host. `NIXJAIL_SETTINGS` names the file when no `--settings` flag
+does.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from nixjail.errors import InvalidInput
+from nixjail.models import ResolvedLimits, ResolvedStageLimits, SubmissionRequest
+
+SETTINGS_ENV = "NIXJAIL_SETTINGS"
+
+
+def _default_limits() -> ResolvedStageLimits:
+    return ResolvedStageLimits(
+        dependencies=ResolvedLimits(wall_time_s=300, cpu_time_s=300, memory_mib=2048,
+                                    processes=256, output_kib=1024, file_size_kib=1048576),
+        compile=ResolvedLimits(wall_time_s=30, cpu_time_s=30, memory_mib=1024,
+                               processes=64, output_kib=64, file_size_kib=65536),
+        run=ResolvedLimits(wall_time_s=5, cpu_time_s=5, memory_mib=256,
+                           processes=32, output_kib=64, file_size_kib=1024),
+    )
+
+
+def _maximum_limits() -> ResolvedStageLimits:
+    return ResolvedStageLimits(
+        dependencies=ResolvedLimits(wall_time_s=1800, cpu_time_s=1800, memory_mib=8192,
+                                    processes=1024, output_kib=4096, file_size_kib=4194304),
+        compile=ResolvedLimits(wall_time_s=120, cpu_time_s=120, memory_mib=4096,
+                               processes=256, output_kib=1024, file_size_kib=262144),
+        run=ResolvedLimits(wall_time_s=60, cpu_time_s=60, memory_mib=2048,
+                           processes=256, output_kib=1024, file_size_kib=65536),
+    )
+
+
+class ApiSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    listen: str = Field(default="127.0.0.1:8460",
+                        description="HOST:PORT when systemd passes no socket")
+    tokens_file: Path | None = Field(
+        default=None,
+        description="Lines of 'ROLE TOKEN' (ROLE: submitter or worker); none means no auth")
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    max_wait_s: float = Field(default=60, ge=0, description="Cap of ?wait= and lease long-polls")
+    threads: int = Field(default=8, gt=0)
+    public_url: str | None = Field(default=None, description="Base of URLs in answers")
+
+
+class RunnerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    concurrency: int = Field(default=2, gt=0, description="Submissions run at once")
+    idle_exit_s: float = Field(default=30, ge=0, description="Exit after this long idle")
+    image: str = Field(default="nixjail-runner:latest")
+    kick_socket: Path = Field(default=Path("/run/nixjail/runner.sock"))
+    work_dir_mib: int = Field(default=256, gt=0, description="Size of the writable work dir")
+    api_url: str | None = Field(default=None,
+                                description="Lease from a remote API instead of the spool")
+    api_token_file: Path | None = None
+    nixpkgs: Path | None = Field(default=None, description="What <nixpkgs> resolves to")
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    spool_dir: Path = Field(default=Path("/var/lib/nixjail"),
+                            description="Submissions on disk (durable)")
+    run_dir: Path = Field(default=Path("/run/nixjail"),
+                          description="Leases and locks (tmpfs: a reboot drops leases)")
+    lease_s: float = Field(default=30, gt=0, description="A lease lasts this long unrenewed")
+    max_attempts: int = Field(default=3, gt=0)
+    limits_default: ResolvedStageLimits = Field(default_factory=_default_limits)
+    limits_max: ResolvedStageLimits = Field(default_factory=_maximum_limits)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    runner: RunnerSettings = Field(default_factory=RunnerSettings)
+
+    def resolve_limits(self, request: SubmissionRequest) -> ResolvedStageLimits:
+        """Every limit of the request, with the server default where it gave none."""
+        resolved = {}
+        for stage, defaults in self.limits_default:
+            asked = getattr(request.limits, stage).model_dump(exclude_none=True)
+            resolved[stage] = defaults.model_copy(update=asked)
+        return ResolvedStageLimits(**resolved)
+
+    def validate_request(self, data: bytes | str | dict) -> SubmissionRequest:
+        """Parse a request and check its limits against this server's maxima."""
+        context = {"limits_max": self.limits_max}
+        if isinstance(data, dict):
+            return SubmissionRequest.model_validate(data, context=context)
+        return SubmissionRequest.model_validate_json(data, context=context)
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    """Settings from a TOML file (or `$NIXJAIL_SETTINGS`), defaults otherwise."""
+    path = path or os.environ.get(SETTINGS_ENV)
+    if not path:
+        return Settings()
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise InvalidInput("settings", f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput("settings", f"{path} is not valid TOML: {exc}") from None
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise InvalidInput(f"settings.{field}", first["msg"]) from None
