@@ -64,10 +64,20 @@ class RunnerSettings(BaseModel):
     image: str = Field(default="nixjail-runner:latest")
     kick_socket: Path = Field(default=Path("/run/nixjail/runner.sock"))
     work_dir_mib: int = Field(default=256, gt=0, description="Size of the writable work dir")
+    cpus: float = Field(default=1.0, gt=0, description="CPUs each submission's container gets")
     api_url: str | None = Field(default=None,
                                 description="Lease from a remote API instead of the spool")
     api_token_file: Path | None = None
     nixpkgs: Path | None = Field(default=None, description="What <nixpkgs> resolves to")
+
+
+class CacheBuilderSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        default=False,
+        description="Queue dependency jobs for cache builders; when false, every "
+        "submission builds its environment in its own container")
 
 
 class Settings(BaseModel):
@@ -83,6 +93,7 @@ class Settings(BaseModel):
     limits_max: ResolvedStageLimits = Field(default_factory=_maximum_limits)
     api: ApiSettings = Field(default_factory=ApiSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
+    cache_builder: CacheBuilderSettings = Field(default_factory=CacheBuilderSettings)
 
     def resolve_limits(self, request: SubmissionRequest) -> ResolvedStageLimits:
         """Every limit of the request, with the server default where it gave none."""
@@ -92,12 +103,17 @@ class Settings(BaseModel):
             resolved[stage] = defaults.model_copy(update=asked)
         return ResolvedStageLimits(**resolved)
 
-    def validate_request(self, data: bytes | str | dict) -> SubmissionRequest:
-        """Parse a request and check its limits against this server's maxima."""
+    def validate_request(self, data: bytes | str | dict, *,
+                         strict: bool = False) -> SubmissionRequest:
+        """Parse a request and check its limits against this server's maxima.
+
+        `strict` refuses values of the wrong JSON type that pydantic would
+        otherwise coerce (`"cache": 0`, `"memory_mib": "256"`), as the API does.
+        """
         context = {"limits_max": self.limits_max}
         if isinstance(data, dict):
-            return SubmissionRequest.model_validate(data, context=context)
-        return SubmissionRequest.model_validate_json(data, context=context)
+            return SubmissionRequest.model_validate(data, context=context, strict=strict)
+        return SubmissionRequest.model_validate_json(data, context=context, strict=strict)
 
 
 def load_settings(path: Path | str | None = None) -> Settings:

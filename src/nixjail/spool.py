@@ -43,6 +43,7 @@ from nixjail.models import (
     SubmissionStatus,
     utcnow,
 )
+from nixjail.settings import Settings
 
 # A leased entry whose lease record never appeared (the holder died between
 # the rename and the write) is treated as expired after this long.
@@ -100,8 +101,11 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 class Spool:
     def __init__(self, spool_dir: Path, run_dir: Path, *, lease_s: float = 30,
-                 max_attempts: int = 3) -> None:
+                 max_attempts: int = 3, dependency_jobs: bool = True) -> None:
+        """`dependency_jobs` false sends every submission straight to the
+        workers, which then build its environment in its own container."""
         self.spool_dir = Path(spool_dir)
+        self.dependency_jobs = dependency_jobs
         self.run_dir = Path(run_dir)
         self.lease_s = lease_s
         self.max_attempts = max_attempts
@@ -199,9 +203,16 @@ class Spool:
         self._write(submission)
         return submission
 
-    @staticmethod
-    def _first_queue(submission: Submission) -> Queue:
-        return Queue.dependencies if submission.request.cache else Queue.run
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Spool:
+        return cls(settings.spool_dir, settings.run_dir, lease_s=settings.lease_s,
+                   max_attempts=settings.max_attempts,
+                   dependency_jobs=settings.cache_builder.enabled)
+
+    def _first_queue(self, submission: Submission) -> Queue:
+        if submission.request.cache and self.dependency_jobs:
+            return Queue.dependencies
+        return Queue.run
 
     def _enqueue(self, submission_id: str, queue: Queue) -> None:
         atomic_write(self._queued_dir(queue) / submission_id, b"")
@@ -366,6 +377,22 @@ class Spool:
         with self._locked():
             self._check(lease)
             return self._requeue(lease.queue, lease.submission_id, reason)
+
+    def release_held_by(self, holder_prefix: str, reason: str, *,
+                        keep: str | None = None) -> list[str]:
+        """Give back every lease whose holder starts with `holder_prefix`
+        (a restarted runner's predecessor), except those of `keep`."""
+        released = []
+        with self._locked():
+            for queue in Queue:
+                for submission_id in self.leased(queue):
+                    record = self._read_lease(submission_id)
+                    if (record is None or not record.holder.startswith(holder_prefix)
+                            or record.holder == keep):
+                        continue
+                    self._requeue(queue, submission_id, reason)
+                    released.append(submission_id)
+        return released
 
     # -- expiry -------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""The worker side: lease run jobs, run each in its own container, report."""

@@ -1,0 +1,144 @@
+"""The runner service: N submissions at once, woken by kicks, gone when idle.
+
+systemd starts it when the API connects to the kick socket after an enqueue
+(socket activation); it leases run jobs until none has come for
+`idle_exit_s`, then exits, and the socket starts it again on the next kick.
+On start it removes what a crashed predecessor left: its labelled containers
+and the leases it held.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import docker
+
+from nixjail import docker as nj_docker
+from nixjail import systemd
+from nixjail.runner.source import LeaseSource
+from nixjail.runner.worker import WorkerConfig, run_submission
+from nixjail.settings import Settings
+from nixjail.spool import Queue, Spool
+
+log = logging.getLogger(__name__)
+
+# How long to wait for a job between kicks; a kick cuts it short.
+LEASE_POLL_S = 1.0
+
+
+class KickListener(threading.Thread):
+    """Accepts connections on the kick socket; each one wakes the lease loop."""
+
+    def __init__(self, listener: socket.socket, kicked: threading.Event) -> None:
+        super().__init__(name="kicks", daemon=True)
+        self.listener = listener
+        self.kicked = kicked
+
+    def run(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return  # closed on shutdown
+            connection.close()
+            self.kicked.set()
+
+
+def kick_socket(path: Path) -> socket.socket:
+    """The socket systemd passed in, or one bound here when run by hand."""
+    passed = systemd.listen_fds()
+    if passed:
+        return passed[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(64)
+    return listener
+
+
+def runner_name() -> str:
+    return os.environ.get("NIXJAIL_RUNNER_NAME") or socket.gethostname()
+
+
+class Runner:
+    def __init__(self, settings: Settings, source: LeaseSource,
+                 docker_client: docker.DockerClient, *, name: str | None = None,
+                 spool: Spool | None = None) -> None:
+        self.settings = settings
+        self.source = source
+        self.docker = docker_client
+        self.name = name or runner_name()
+        # One holder per process: leases of an earlier process of this runner
+        # are recognisably not ours and are given back on start.
+        self.holder = f"{self.name}/{os.getpid()}"
+        self.spool = spool
+        self.config = WorkerConfig(
+            image=settings.runner.image, runner_name=self.name,
+            work_dir_mib=settings.runner.work_dir_mib, cpus=settings.runner.cpus,
+            nixpkgs=settings.runner.nixpkgs, lease_s=settings.lease_s)
+        self.kicked = threading.Event()
+        self.stopping = threading.Event()
+
+    def clean_up_after_crash(self) -> None:
+        """Remove containers and leases a previous process of this runner left."""
+        removed = nj_docker.remove_labelled(self.docker, self.name)
+        if removed:
+            log.info("removed containers left behind: %s", ", ".join(removed))
+        if self.spool is not None:
+            released = self.spool.release_held_by(
+                f"{self.name}/", "the runner holding it restarted", keep=self.holder)
+            if released:
+                log.info("gave back leases left behind: %s", ", ".join(released))
+
+    def serve(self, listener: socket.socket | None = None) -> None:
+        """Lease and run until idle for `idle_exit_s` or asked to stop."""
+        self.clean_up_after_crash()
+        if listener is not None:
+            KickListener(listener, self.kicked).start()
+        systemd.notify("READY=1")
+        slots = self.settings.runner.concurrency
+        running: set[Future] = set()
+        idle_since = time.monotonic()
+        with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="submission") as pool:
+            while not self.stopping.is_set():
+                running = {f for f in running if not f.done()}
+                if running:
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since >= self.settings.runner.idle_exit_s:
+                    log.info("idle for %.0f s, exiting", self.settings.runner.idle_exit_s)
+                    break
+                if len(running) >= slots:
+                    self._wait_for_slot(running)
+                    continue
+                leased = self.source.lease(Queue.run, self.holder)
+                if leased is None:
+                    self.kicked.wait(LEASE_POLL_S)
+                    self.kicked.clear()
+                    continue
+                lease, submission, limits = leased
+                log.info("running %s (attempt %d)", submission.id, submission.attempts)
+                running.add(pool.submit(self._run_one, lease, submission, limits))
+        systemd.notify("STOPPING=1")
+
+    @staticmethod
+    def _wait_for_slot(running: set[Future]) -> None:
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        wait(running, timeout=LEASE_POLL_S, return_when=FIRST_COMPLETED)
+
+    def _run_one(self, lease, submission, limits) -> None:
+        try:
+            run_submission(self.source, self.docker, self.config, lease, submission, limits)
+        except Exception:
+            log.exception("running %s failed", submission.id)
+            with contextlib.suppress(Exception):
+                self.source.release(lease, "the runner failed while running it")

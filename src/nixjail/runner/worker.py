@@ -1,0 +1,198 @@
+"""One submission on a worker: container → container init's events → results.
+
+The container is started before anything is sent to it; the job then goes to
+container init on its stdin. Before each stage init pauses (`stage_ready`) so
+that the runner can set the container's memory limit to that stage's limit;
+every `stage_finished` is written into the submission at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import docker.errors
+from pydantic import ValidationError
+
+from nixjail import docker as nj_docker
+from nixjail.errors import LeaseLost, NixjailError
+from nixjail.models import (
+    STAGES,
+    ResolvedLimits,
+    ResolvedStageLimits,
+    StageResult,
+    Submission,
+)
+from nixjail.runner.source import LeaseSource
+from nixjail.spool import Lease
+
+log = logging.getLogger(__name__)
+
+NIXPKGS_IN_CONTAINER = "/opt/nixjail/nixpkgs"
+# What container init, nsjail and the shell that sources the environment take
+# beside the stage's own program, on top of the work dir's tmpfs.
+INIT_MEMORY_MIB = 64
+INIT_PROCESSES = 16
+# Time for container init to start, write files and report, beyond the stages.
+DEADLINE_SLACK_S = 30
+
+
+@dataclass
+class WorkerConfig:
+    image: str
+    runner_name: str
+    work_dir_mib: int
+    cpus: float
+    nixpkgs: Path | None
+    lease_s: float
+
+
+def container_job(submission: Submission, limits: ResolvedStageLimits,
+                  nixpkgs_in_container: str | None) -> dict:
+    """The job container init reads on its stdin (docs/container-init.md)."""
+    request = submission.request
+    files = {}
+    for name, content in request.files.items():
+        if isinstance(content, str):
+            files[name] = {"content": content, "encoding": "utf-8"}
+        else:
+            files[name] = content.model_dump(mode="json")
+    environment = {"kind": "build", "shell_nix": request.shell_nix,
+                   "nix_path": f"nixpkgs={nixpkgs_in_container}" if nixpkgs_in_container
+                   else ""}
+    return {
+        "files": files,
+        "compile_sh": request.compile_sh,
+        "run_sh": request.run_sh,
+        "stdin": request.stdin,
+        "limits": limits.model_dump(mode="json"),
+        "environment": environment,
+        "deadline_s": overall_deadline_s(limits),
+        "handshake": True,
+    }
+
+
+def overall_deadline_s(limits: ResolvedStageLimits) -> float:
+    return sum(getattr(limits, stage).wall_time_s for stage in STAGES) + DEADLINE_SLACK_S
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews a lease while its container runs; stops the container when the
+    lease is lost (cancelled, or expired because this host stalled)."""
+
+    def __init__(self, source: LeaseSource, lease: Lease, interval_s: float,
+                 on_lost: callable) -> None:
+        super().__init__(name=f"lease-{lease.submission_id}", daemon=True)
+        self.source = source
+        self.lease = lease
+        self.interval_s = interval_s
+        self.on_lost = on_lost
+        self.lost = False
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.lease = self.source.renew(self.lease)
+            except LeaseLost as exc:
+                log.info("%s", exc)
+                self.lost = True
+                self.on_lost()
+                return
+            except NixjailError as exc:  # the API may be briefly away; try again
+                log.warning("renewing %s: %s", self.lease.submission_id, exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def run_submission(source: LeaseSource, docker_client: docker.DockerClient,
+                   config: WorkerConfig, lease: Lease, submission: Submission,
+                   limits: ResolvedStageLimits) -> None:
+    """Run one leased submission to its end and complete its lease."""
+    mounts = {}
+    if config.nixpkgs is not None:
+        mounts[config.nixpkgs] = NIXPKGS_IN_CONTAINER
+    stage_limits: list[ResolvedLimits] = [getattr(limits, stage) for stage in STAGES]
+    spec = nj_docker.ContainerSpec(
+        image=config.image,
+        name=f"nixjail-{submission.id}-{submission.attempts}",
+        labels={nj_docker.LABEL_RUNNER: config.runner_name,
+                nj_docker.LABEL_SUBMISSION: submission.id},
+        memory_mib=max(s.memory_mib for s in stage_limits) + config.work_dir_mib
+        + INIT_MEMORY_MIB,
+        pids=max(s.processes for s in stage_limits) + INIT_PROCESSES,
+        cpus=config.cpus,
+        work_dir_mib=config.work_dir_mib,
+        read_only_mounts=mounts,
+    )
+    error: str | None = None
+    container = None
+    keeper = None
+    try:
+        container = nj_docker.create(docker_client, spec)
+        channel = nj_docker.InitChannel(container)
+        keeper = LeaseKeeper(source, lease, config.lease_s / 3,
+                             on_lost=lambda: nj_docker.remove(container))
+        keeper.start()
+        container.start()
+        channel.send(container_job(submission, limits,
+                                   NIXPKGS_IN_CONTAINER if config.nixpkgs else None))
+        error = _follow(channel, source, keeper, limits, config.work_dir_mib)
+        if keeper.lost:
+            return
+        if error is None:
+            status = container.wait(timeout=30)
+            if status.get("StatusCode", 0) != 0:
+                error = f"container init exited with code {status['StatusCode']}"
+    except LeaseLost:
+        return
+    except NixjailError as exc:
+        error = str(exc)
+    except docker.errors.DockerException as exc:
+        error = f"docker failed: {exc}"
+    finally:
+        if keeper is not None:
+            keeper.stop()
+        if container is not None:
+            nj_docker.remove(container)
+    if keeper is not None and keeper.lost:
+        return
+    try:
+        source.complete(keeper.lease if keeper else lease, error=error)
+    except LeaseLost as exc:
+        log.info("completing: %s", exc)
+
+
+def _follow(channel: nj_docker.InitChannel, source: LeaseSource, keeper: LeaseKeeper,
+            limits: ResolvedStageLimits, work_dir_mib: int) -> str | None:
+    """Act on container init's events until it finishes; the error, if it failed."""
+    reported = set()
+    for event in channel.events():
+        kind = event.get("event")
+        if kind == "stage_ready":
+            stage_memory = getattr(limits, event["stage"]).memory_mib
+            # Files in the work dir's tmpfs are charged to the container too.
+            nj_docker.set_memory(channel.container,
+                                 stage_memory + work_dir_mib + INIT_MEMORY_MIB)
+            channel.send({"go": True})
+        elif kind == "stage_finished":
+            try:
+                result = StageResult.model_validate(event["result"])
+            except (ValidationError, KeyError) as exc:
+                return f"container init reported a malformed stage result: {exc}"
+            source.report_stage(keeper.lease, event["stage"], result)
+            reported.add(event["stage"])
+        elif kind == "init_failed":
+            return f"container init failed: {event.get('error', 'no reason given')}"
+        elif kind == "finished":
+            return None
+    if keeper.lost:
+        return None
+    missing = [stage for stage in STAGES if stage not in reported]
+    return ("container init stopped before it finished"
+            + (f" (no result for {', '.join(missing)})" if missing else ""))
+

@@ -1,0 +1,204 @@
+"""Submissions through the API, run by a real runner in real containers.
+
+Each test checks the exact stage result and that nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from .conftest import SHELL_NIX, Stack, our_containers
+
+pytestmark = [pytest.mark.docker, pytest.mark.nix]
+
+GREETER = 'read name\necho "hello, $name"\n'
+COMPILE = "busybox sh -n main.sh && cp main.sh greeter && chmod +x greeter"
+
+
+def assert_host_healthy(stack: Stack) -> None:
+    status, health = stack.request("GET", "/healthz")
+    assert status == 200, health
+    assert stack.runner is not None and stack.runner.poll() is None, "the runner died"
+    deadline = time.monotonic() + 10
+    while our_containers(stack.runner_name):
+        assert time.monotonic() < deadline, "a submission's container was left behind"
+        time.sleep(0.1)
+
+
+def run_stage(submission: dict) -> dict:
+    return submission["stages"]["run"]
+
+
+def test_program_compiles_and_runs_with_stdin(stack: Stack) -> None:
+    submission = stack.submit(files={"main.sh": GREETER}, compile_sh=COMPILE,
+                              run_sh="busybox sh ./greeter", stdin="nixjail\n")
+    assert submission["status"] == "done", submission
+    stages = submission["stages"]
+    assert stages["dependencies"]["status"] == "ok"
+    assert stages["dependencies"]["cached"] is False
+    assert stages["compile"]["status"] == "ok"
+    run = run_stage(submission)
+    assert run["status"] == "ok"
+    assert run["exit_code"] == 0
+    assert run["stdout"] == "hello, nixjail\n"
+    assert run["wall_time_ms"] >= 0 and run["memory_kib"] > 0
+    assert submission["attempts"] == 1
+    assert_host_healthy(stack)
+
+
+def test_compile_error_fails_with_the_message(stack: Stack) -> None:
+    submission = stack.submit(files={"main.sh": "if then fi (\n"}, compile_sh=COMPILE,
+                              run_sh="busybox sh ./greeter")
+    assert submission["status"] == "failed"
+    compile_result = submission["stages"]["compile"]
+    assert compile_result["status"] == "nonzero_exit"
+    assert compile_result["exit_code"] != 0
+    assert "syntax error" in compile_result["stderr"]
+    assert run_stage(submission)["status"] == "skipped"
+    assert_host_healthy(stack)
+
+
+def test_nonzero_exit_is_done(stack: Stack) -> None:
+    submission = stack.submit(run_sh="echo partial; exit 3")
+    assert submission["status"] == "done"
+    run = run_stage(submission)
+    assert (run["status"], run["exit_code"], run["stdout"]) == ("nonzero_exit", 3, "partial\n")
+    assert submission["stages"]["compile"]["status"] == "skipped"
+    assert_host_healthy(stack)
+
+
+def test_killed_by_a_signal(stack: Stack) -> None:
+    submission = stack.submit(run_sh="kill -SEGV $$")
+    run = run_stage(submission)
+    assert (run["status"], run["signal"], run["exit_code"]) == (
+        "signaled", int(signal.SIGSEGV), None)
+    assert_host_healthy(stack)
+
+
+def test_wall_time_limit(stack: Stack) -> None:
+    submission = stack.submit(run_sh="busybox sleep 30",
+                              limits={"run": {"wall_time_s": 1}})
+    run = run_stage(submission)
+    assert run["status"] == "time_limit"
+    assert 900 <= run["wall_time_ms"] < 5000
+    assert_host_healthy(stack)
+
+
+def test_cpu_time_limit(stack: Stack) -> None:
+    submission = stack.submit(run_sh="while :; do :; done",
+                              limits={"run": {"cpu_time_s": 1, "wall_time_s": 10}})
+    run = run_stage(submission)
+    assert run["status"] == "time_limit"
+    assert run["cpu_time_ms"] >= 900
+    assert_host_healthy(stack)
+
+
+def test_memory_limit(stack: Stack) -> None:
+    # Doubling a string until the shell's memory runs out.
+    submission = stack.submit(run_sh="a=x; while :; do a=$a$a; done",
+                              limits={"run": {"memory_mib": 64, "wall_time_s": 20}})
+    run = run_stage(submission)
+    assert run["status"] == "memory_limit", run
+    assert_host_healthy(stack)
+
+
+def test_fork_bomb_is_contained(stack: Stack) -> None:
+    submission = stack.submit(run_sh="bomb() { bomb | bomb & }; bomb; wait",
+                              limits={"run": {"processes": 16, "wall_time_s": 3}})
+    assert submission["status"] == "done"
+    assert run_stage(submission)["status"] in ("time_limit", "nonzero_exit", "ok")
+    assert run_stage(submission)["wall_time_ms"] < 10_000
+    assert_host_healthy(stack)
+
+
+def test_output_flood_is_stopped(stack: Stack) -> None:
+    submission = stack.submit(run_sh="busybox yes nixjail",
+                              limits={"run": {"output_kib": 16, "wall_time_s": 10}})
+    run = run_stage(submission)
+    assert run["status"] == "output_limit"
+    assert run["stdout_truncated"] is True
+    assert 0 < len(run["stdout"]) <= 16 * 1024
+    assert run["wall_time_ms"] < 5000
+    assert_host_healthy(stack)
+
+
+def test_no_network_inside(stack: Stack) -> None:
+    port = stack.url.rsplit(":", 1)[1]
+    submission = stack.submit(
+        run_sh=f"busybox wget -q -T 2 -O - http://127.0.0.1:{port}/healthz; echo rc=$?; "
+        "busybox ip -o link 2>/dev/null | busybox grep -v ' lo:' | busybox wc -l")
+    run = run_stage(submission)
+    assert run["status"] == "ok", run
+    lines = run["stdout"].split()
+    assert lines[0] != "rc=0" and lines[0].startswith("rc="), run
+    assert lines[-1] == "0", "an interface besides lo is visible"
+    assert_host_healthy(stack)
+
+
+def test_host_files_are_out_of_reach(stack: Stack) -> None:
+    spool = stack.base / "spool"
+    submission = stack.submit(
+        run_sh=f"for f in {spool} {stack.settings_file} /root /etc/shadow /proc/1/root/etc; do "
+        'if [ -e "$f" ] && busybox ls "$f" >/dev/null 2>&1; then echo "SEEN $f"; fi; done; '
+        "echo checked")
+    run = run_stage(submission)
+    assert run["status"] == "ok", run
+    assert "SEEN" not in run["stdout"], run["stdout"]
+    assert run["stdout"].strip().endswith("checked")
+    assert_host_healthy(stack)
+
+
+def test_writes_outside_the_work_dir_fail(stack: Stack) -> None:
+    submission = stack.submit(
+        run_sh="for d in / /etc /nix/store /usr /opt; do "
+        'if echo x > "$d/nixjail-probe" 2>/dev/null; then echo "WROTE $d"; fi; done; '
+        "echo ok > here && busybox cat here")
+    run = run_stage(submission)
+    assert run["status"] == "ok", run
+    assert "WROTE" not in run["stdout"], run["stdout"]
+    assert run["stdout"].strip().endswith("ok")
+    assert_host_healthy(stack)
+
+
+def test_submissions_cannot_see_each_other(stack: Stack) -> None:
+    status, first = stack.request("POST", "/v1/submissions", {
+        "shell_nix": SHELL_NIX,
+        "files": {"secret.txt": "first's secret"},
+        "run_sh": "busybox sleep 4; busybox cat secret.txt"})
+    assert status == 202
+    first_id = first["id"]
+    second = stack.submit(
+        run_sh="busybox sleep 1; busybox find / -name secret.txt 2>/dev/null; "
+        "busybox ps -o pid,args 2>/dev/null | busybox grep -c sleep; echo end")
+    run = run_stage(second)
+    assert run["status"] == "ok", run
+    assert "secret.txt" not in run["stdout"]
+    status, first = stack.request("GET", f"/v1/submissions/{first_id}?wait=60")
+    assert run_stage(first)["stdout"] == "first's secret"
+    assert_host_healthy(stack)
+
+
+def test_runner_killed_mid_run_runs_it_again(stack: Stack) -> None:
+    status, submission = stack.request("POST", "/v1/submissions", {
+        "shell_nix": SHELL_NIX,
+        "run_sh": "busybox sleep 2; echo survived"})
+    assert status == 202
+    deadline = time.monotonic() + 60
+    while True:
+        _, submission = stack.request("GET", f"/v1/submissions/{submission['id']}")
+        if submission["status"] == "running" and our_containers(stack.runner_name):
+            break
+        assert time.monotonic() < deadline, submission
+        time.sleep(0.05)
+    stack.stop_runner(signal.SIGKILL)
+    assert our_containers(stack.runner_name), "the container should outlive a killed runner"
+    stack.start_runner()
+    _, ended = stack.request("GET", f"/v1/submissions/{submission['id']}?wait=90")
+    assert ended["status"] == "done", json.dumps(ended)[:2000]
+    assert run_stage(ended)["stdout"] == "survived\n"
+    assert ended["attempts"] == 2
+    assert_host_healthy(stack)
