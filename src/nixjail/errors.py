@@ -34,3 +34,33 @@ class InvalidInput(NixjailError):
 
 class ToolError(NixjailError):
     """An external tool (nix, docker, nsjail) failed in a way nixjail cannot mend."""
+
+
+class ApiError(NixjailError):
+    """The nixjail API answered with an error.
+
+    Carries the HTTP `status`, the answer's `title` and `description`, and
+    `errors`: the `{"field", "reason"}` pairs it named, so a client can show
+    exactly what the server refused and why.
+    """
+
+    def __init__(self, status: int, title: str, description: str | None = None,
+                 errors: list[dict[str, str]] | None = None) -> None:
+        self.status = status
+        self.title = title
+        self.description = description
+        self.errors = list(errors or [])
+        # Not super(): subclasses mix ApiError with the kinds above, and
+        # InvalidInput's own __init__ wants (field, reason).
+        NixjailError.__init__(self, self._message())
+
+    def _message(self) -> str:
+        head = f"{self.title} (HTTP {self.status})"
+        if self.errors:
+            named = "; ".join(
+                f"{e.get('field')}: {e.get('reason')}" if e.get("field") else str(e.get("reason"))
+                for e in self.errors)
+            return f"{head}: {named}"
+        if self.description:
+            return f"{head}: {self.description}"
+        return head

@@ -8,8 +8,8 @@ import signal
 from pathlib import Path
 
 from nixjail import docker as nj_docker
+from nixjail.client import SpoolLeaseSource
 from nixjail.runner.service import Runner, kick_socket
-from nixjail.runner.source import SpoolSource
 from nixjail.settings import load_settings
 from nixjail.spool import Spool
 
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.idle_exit is not None:
         settings.runner.idle_exit_s = args.idle_exit
     spool = Spool.from_settings(settings)
-    runner = Runner(settings, SpoolSource(spool, settings), nj_docker.client(), spool=spool)
+    runner = Runner(settings, SpoolLeaseSource(spool, settings), nj_docker.client(), spool=spool)
     signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
     listener = None if args.no_kick_socket else kick_socket(settings.runner.kick_socket)
     try:

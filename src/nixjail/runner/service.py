@@ -22,7 +22,7 @@ import docker
 
 from nixjail import docker as nj_docker
 from nixjail import systemd
-from nixjail.runner.source import LeaseSource
+from nixjail.client import LeaseSource
 from nixjail.runner.worker import WorkerConfig, run_submission
 from nixjail.settings import Settings
 from nixjail.spool import Queue, Spool

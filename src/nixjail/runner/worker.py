@@ -18,6 +18,7 @@ import docker.errors
 from pydantic import ValidationError
 
 from nixjail import docker as nj_docker
+from nixjail.client import LeaseSource
 from nixjail.errors import LeaseLost, NixjailError
 from nixjail.models import (
     STAGES,
@@ -26,7 +27,6 @@ from nixjail.models import (
     StageResult,
     Submission,
 )
-from nixjail.runner.source import LeaseSource
 from nixjail.spool import Lease
 
 log = logging.getLogger(__name__)

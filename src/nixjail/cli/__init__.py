@@ -1,0 +1,1 @@
+"""The `nixjail` command: one module per subcommand, each with `add_parser(subparsers)`."""

@@ -1,0 +1,57 @@
+"""`nixjail expire-leases`: one pass of lease expiry, run by a systemd timer.
+
+A lease past its deadline (or, once asked, whose holder is gone) sends its
+submission back to the queue with attempts+1; past the maximum attempts the
+submission ends as `error` with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from nixjail.errors import NotFound
+from nixjail.models import Submission
+from nixjail.settings import Settings, load_settings
+from nixjail.spool import Spool
+
+# Whether the holder named in a lease (a unit invocation) still runs; None
+# trusts deadlines alone. The D-Bus question to systemd plugs in here.
+HolderAlive = Callable[[str], bool]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register `expire-leases`."""
+    parser = subparsers.add_parser(
+        "expire-leases", help="requeue submissions whose lease expired (one pass)",
+        description="Requeue every submission whose lease is past its deadline; past "
+        "the maximum attempts, end it as error. One pass, for a systemd timer.")
+    parser.add_argument("--settings", metavar="FILE", type=Path,
+                        help="settings TOML (default: $NIXJAIL_SETTINGS, else built-in)")
+    parser.set_defaults(func=run)
+
+
+def expire(settings: Settings, *,
+           holder_alive: HolderAlive | None = None) -> list[Submission | str]:
+    """One expiry pass; what became of each submission it touched (an id if it is gone)."""
+    spool = Spool.from_settings(settings)
+    outcomes: list[Submission | str] = []
+    for submission_id in spool.expire_leases(holder_alive=holder_alive):
+        try:
+            outcomes.append(spool.get(submission_id))
+        except NotFound:
+            outcomes.append(submission_id)
+    return outcomes
+
+
+def run(args: argparse.Namespace, *, holder_alive: HolderAlive | None = None) -> int:
+    """Print one line per submission requeued or ended; silence when there was none."""
+    for outcome in expire(load_settings(args.settings), holder_alive=holder_alive):
+        if isinstance(outcome, str):
+            print(f"dropped the lease on {outcome} (its submission is gone)")
+        elif outcome.status.ended:
+            print(f"ended {outcome.id} as {outcome.status}: {outcome.error}")
+        else:
+            print(f"requeued {outcome.id} ({outcome.status}, attempt {outcome.attempts} done)")
+    return 0

@@ -1,0 +1,484 @@
+"""`nixjail submit DIR`: send a directory as a submission and show its result.
+
+DIR holds `shell.nix`, `run.sh`, optionally `compile.sh`, and any other files
+the program needs. By default the command waits for the submission to end,
+prints the run stage's stdout and stderr as its own, a summary of the stages
+on stderr, and exits with the program's exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydantic import ValidationError
+
+from nixjail.client import API_URL_ENV, DEFAULT_API_URL, TOKEN_ENV, ApiUnavailable, Client
+from nixjail.errors import ApiError, InvalidInput, NixjailError
+from nixjail.models import (
+    LIMIT_FIELDS,
+    STAGES,
+    FileContent,
+    FileEncoding,
+    StageResult,
+    StageStatus,
+    Submission,
+    SubmissionRequest,
+    SubmissionStatus,
+)
+
+SCRIPTS = ("shell.nix", "compile.sh", "run.sh")
+# The API's default body limit: larger never gets through, so say so before
+# uploading it. Counted as sent, i.e. after base64 for binary files.
+MAX_FILES_BYTES = 8 * 1024 * 1024
+# How often progress is looked at: often on a terminal, less so for a log.
+# A long poll answers as soon as the submission ends, so neither delays the end.
+POLL_INTERACTIVE_S = 1.0
+POLL_QUIET_S = 5.0
+# While waiting, how long the API may stay unreachable before the command gives up.
+RETRY_FOR_S = 30.0
+RETRY_PAUSE_S = 0.5
+
+# flag, field of the run stage's limits, metavar, what it is
+RUN_LIMIT_FLAGS: tuple[tuple[str, str, str, str], ...] = (
+    ("--wall-time", "wall_time_s", "S", "wall-clock seconds"),
+    ("--cpu-time", "cpu_time_s", "S", "CPU seconds"),
+    ("--memory", "memory_mib", "MIB", "peak memory in MiB"),
+    ("--processes", "processes", "N", "processes and threads"),
+    ("--output", "output_kib", "KIB", "KiB of stdout and of stderr, each"),
+    ("--file-size", "file_size_kib", "KIB", "largest file it may write, in KiB"),
+)
+
+EXIT_NOT_RUN = 1  # the submission ended without the program reaching an exit
+
+
+class SubmissionDirError(NixjailError):
+    """DIR cannot be sent as it is."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register `submit`."""
+    parser = subparsers.add_parser(
+        "submit", help="send a directory as a submission and show its result",
+        description="Send DIR (shell.nix, run.sh, optional compile.sh and other files) "
+        "to the nixjail API, wait for it to end, print the program's output and exit "
+        "with its exit code (128+N when killed by signal N; 1 when it did not get to "
+        "exit; 2 on usage errors).")
+    parser.add_argument("directory", metavar="DIR", type=Path)
+    parser.add_argument("--stdin", metavar="FILE",
+                        help="file given to run.sh on its standard input ('-' for this "
+                        "command's own standard input)")
+    limits = parser.add_argument_group(
+        "limits", "The flags below apply to the run stage; server defaults fill in the rest.")
+    for flag, field, metavar, what in RUN_LIMIT_FLAGS:
+        limits.add_argument(flag, metavar=metavar, dest=f"run_{field}", help=what)
+    limits.add_argument("--limit", metavar="STAGE.FIELD=VALUE", action="append", default=[],
+                        type=_limit_item,
+                        help=f"any stage's limit (stages: {', '.join(STAGES)}; fields: "
+                        f"{', '.join(LIMIT_FIELDS)}); repeatable")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="build the environment inside the submission's own container "
+                        "instead of the shared cache")
+    parser.add_argument("--json", action="store_true",
+                        help="print only the final submission as JSON")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="print the id and status once queued, and exit 0")
+    parser.add_argument("--timeout", metavar="S", type=_positive_float,
+                        help="give up waiting after S seconds (the submission goes on)")
+    parser.add_argument("--api", metavar="URL",
+                        default=os.environ.get(API_URL_ENV) or DEFAULT_API_URL,
+                        help=f"the nixjail API (default: ${API_URL_ENV} or {DEFAULT_API_URL})")
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument("--token", default=os.environ.get(TOKEN_ENV) or None,
+                       help=f"bearer token (default: ${TOKEN_ENV})")
+    token.add_argument("--token-file", metavar="FILE", type=Path,
+                       help="file whose first line is the bearer token")
+    parser.set_defaults(func=run)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0: {text!r}")
+    return value
+
+
+def _limit_item(text: str) -> tuple[str, str, str]:
+    key, sep, value = text.partition("=")
+    stage, dot, field = key.strip().partition(".")
+    if not sep or not dot:
+        raise argparse.ArgumentTypeError(f"expected STAGE.FIELD=VALUE, got {text!r}")
+    if stage not in STAGES:
+        raise argparse.ArgumentTypeError(
+            f"unknown stage {stage!r} (one of: {', '.join(STAGES)})")
+    if field not in LIMIT_FIELDS:
+        raise argparse.ArgumentTypeError(
+            f"unknown limit {field!r} (one of: {', '.join(LIMIT_FIELDS)})")
+    return stage, field, value.strip()
+
+
+# -- building the request ------------------------------------------------------
+
+
+def _encode(data: bytes) -> str | FileContent:
+    """Text stays text; anything that is not UTF-8 (or holds NUL) goes as base64."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\x00" in text:
+        return FileContent(content=base64.b64encode(data).decode("ascii"),
+                           encoding=FileEncoding.base64)
+    return text
+
+
+def _sent_size(content: str | FileContent) -> int:
+    return len(content.encode() if isinstance(content, str) else content.content)
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MiB"
+
+
+def read_directory(directory: Path, *,
+                   max_bytes: int = MAX_FILES_BYTES) -> tuple[dict[str, str], dict[str, Any]]:
+    """The scripts (`shell.nix`, `compile.sh`, `run.sh`) and the other files of `directory`.
+
+    Every regular file under it counts, recursively, hidden directories
+    excepted. A symlink is followed when it stays inside `directory` and
+    refused when it leads outside, so nothing beyond what the user chose to
+    send ever leaves the machine.
+    """
+    root = directory.resolve()
+    if not root.is_dir():
+        raise SubmissionDirError(f"{directory} is not a directory")
+    scripts: dict[str, str] = {}
+    files: dict[str, str | FileContent] = {}
+    total = 0
+    for current, dirnames, filenames in os.walk(root):
+        here = Path(current)
+        # Sorted, so a submission's files go in the same order every time.
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in list(dirnames):
+            if (here / name).is_symlink():
+                _inside(root, here / name, directory)
+                raise SubmissionDirError(
+                    f"{_shown(directory, root, here / name)} is a symlink to a directory; "
+                    "replace it with the files themselves")
+        for name in sorted(filenames):
+            path = here / name
+            shown = _shown(directory, root, path)
+            target = _inside(root, path, directory) if path.is_symlink() else path
+            if not target.is_file():
+                raise SubmissionDirError(f"{shown} is not a regular file")
+            size = target.stat().st_size
+            if size > max_bytes:
+                raise SubmissionDirError(
+                    f"{shown} is {_mib(size)}; a submission carries at most {_mib(max_bytes)}")
+            data = target.read_bytes()
+            relative = path.relative_to(root).as_posix()
+            if relative in SCRIPTS:
+                try:
+                    scripts[relative] = data.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise SubmissionDirError(f"{shown} is not UTF-8 text") from None
+                continue
+            files[relative] = _encode(data)
+            total += _sent_size(files[relative])
+            if total > max_bytes:
+                raise SubmissionDirError(
+                    f"the files of {directory} add up to more than {_mib(max_bytes)}, "
+                    "the most a submission carries")
+    for required in ("shell.nix", "run.sh"):
+        if required not in scripts:
+            raise SubmissionDirError(f"{directory} has no {required}")
+    return scripts, files
+
+
+def _shown(directory: Path, root: Path, path: Path) -> str:
+    return str(directory / path.relative_to(root))
+
+
+def _inside(root: Path, link: Path, directory: Path) -> Path:
+    target = link.resolve()
+    if not target.is_relative_to(root):
+        raise SubmissionDirError(
+            f"{_shown(directory, root, link)} is a symlink to {target}, outside {directory}; "
+            "only files inside the directory are sent")
+    return target
+
+
+def _read_stdin(name: str | None) -> str:
+    if name is None:
+        return ""
+    try:
+        data = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+    except OSError as exc:
+        raise InvalidInput("--stdin", f"cannot read {name}: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput("--stdin", f"{name} is not UTF-8 text") from None
+
+
+def _limits(args: argparse.Namespace) -> dict[str, dict[str, str]]:
+    limits: dict[str, dict[str, str]] = {}
+    for stage, field, value in args.limit:
+        limits.setdefault(stage, {})[field] = value
+    for _flag, field, _metavar, _what in RUN_LIMIT_FLAGS:
+        value = getattr(args, f"run_{field}")
+        if value is not None:
+            limits.setdefault("run", {})[field] = value
+    return limits
+
+
+def build_request(args: argparse.Namespace) -> SubmissionRequest:
+    """The request DIR and the flags describe, checked against the contract."""
+    scripts, files = read_directory(args.directory)
+    data = {
+        "shell_nix": scripts["shell.nix"],
+        "run_sh": scripts["run.sh"],
+        "compile_sh": scripts.get("compile.sh"),
+        "files": files,
+        "stdin": _read_stdin(args.stdin),
+        "limits": _limits(args),
+        "cache": not args.no_cache,
+    }
+    try:
+        return SubmissionRequest.model_validate(data)
+    except ValidationError as exc:
+        # Refused here with the same words the server would use, before uploading.
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "request"
+        raise InvalidInput(field, first["msg"]) from None
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    if args.token_file is None:
+        return args.token
+    try:
+        lines = args.token_file.read_text().splitlines()
+    except OSError as exc:
+        raise InvalidInput("--token-file", f"cannot read {args.token_file}: "
+                           f"{exc.strerror}") from None
+    token = lines[0].strip() if lines else ""
+    if not token:
+        raise InvalidInput("--token-file", f"{args.token_file} holds no token")
+    return token
+
+
+# -- showing progress and results -----------------------------------------------
+
+
+def describe(stage: str, result: StageResult) -> str:
+    """One line for a stage result, e.g. `dependencies: ok (cached, 120 ms)`."""
+    if result.status is StageStatus.skipped:
+        return f"{stage}: skipped"
+    details = []
+    if result.cached:
+        details.append("cached")
+    if result.status is StageStatus.signaled and result.signal is not None:
+        details.append(f"signal {result.signal}")
+    elif result.status is not StageStatus.ok and result.exit_code is not None:
+        details.append(f"exit {result.exit_code}")
+    details.append(f"{result.wall_time_ms} ms")
+    return f"{stage}: {result.status} ({', '.join(details)})"
+
+
+def _running_stage(submission: Submission) -> str | None:
+    if submission.status is SubmissionStatus.building:
+        return "dependencies"
+    if submission.status is SubmissionStatus.running:
+        return next((s for s in ("compile", "run") if getattr(submission.stages, s) is None),
+                    None)
+    return None
+
+
+class Progress:
+    """Prints each stage's result once as it arrives; on a terminal, also what runs now."""
+
+    def __init__(self, out: TextIO, *, interactive: bool, quiet: bool = False) -> None:
+        self.out = out
+        self.interactive = interactive and not quiet
+        self.quiet = quiet
+        self.shown: set[str] = set()
+        self.last_activity: str | None = None
+
+    def update(self, submission: Submission) -> None:
+        if self.quiet:
+            return
+        for stage in STAGES:
+            result = getattr(submission.stages, stage)
+            if result is not None and stage not in self.shown:
+                self.shown.add(stage)
+                print(describe(stage, result), file=self.out, flush=True)
+        if not self.interactive or submission.status.ended:
+            return
+        stage = _running_stage(submission)
+        activity = f"{stage}: running…" if stage else f"{submission.status}…"
+        if activity != self.last_activity:
+            self.last_activity = activity
+            print(activity, file=self.out, flush=True)
+
+
+def summary(submission: Submission) -> str:
+    """The table of stage results printed after the program's output."""
+    rows = [("stage", "status", "exit", "wall", "cpu", "memory")]
+    for stage in STAGES:
+        result: StageResult | None = getattr(submission.stages, stage)
+        if result is None:
+            rows.append((stage, "-", "", "", "", ""))
+            continue
+        status = str(result.status) + (" (cached)" if result.cached else "")
+        if result.status is StageStatus.skipped:
+            rows.append((stage, status, "", "", "", ""))
+            continue
+        code = (f"sig {result.signal}" if result.signal is not None
+                else "" if result.exit_code is None else str(result.exit_code))
+        rows.append((stage, status, code, f"{result.wall_time_ms} ms",
+                     f"{result.cpu_time_ms} ms", f"{result.memory_kib} KiB"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+             .rstrip() for row in rows]
+    ending = f"submission {submission.id}: {submission.status}"
+    if submission.error:
+        ending += f" ({submission.error})"
+    return "\n".join([*lines, ending])
+
+
+def exit_code(submission: Submission) -> int:
+    """The program's exit code; 128+N when signal N ended it; 1 when it never got to exit."""
+    run_result = submission.stages.run
+    if submission.status is not SubmissionStatus.done or run_result is None:
+        return EXIT_NOT_RUN
+    if run_result.status is StageStatus.signaled and run_result.signal is not None:
+        return 128 + run_result.signal
+    if run_result.status in (StageStatus.ok, StageStatus.nonzero_exit) \
+            and run_result.exit_code is not None:
+        return run_result.exit_code
+    return EXIT_NOT_RUN
+
+
+def show_result(submission: Submission, stdout: TextIO, stderr: TextIO) -> None:
+    """The program's own output, what failed if something did, then the summary."""
+    run_result = submission.stages.run
+    if run_result is not None:
+        stdout.write(run_result.stdout)
+        stdout.flush()
+        stderr.write(run_result.stderr)
+        if run_result.stdout_truncated or run_result.stderr_truncated:
+            print("nixjail: the program's output was cut at its output limit", file=stderr)
+    for stage in ("dependencies", "compile"):
+        result: StageResult | None = getattr(submission.stages, stage)
+        if result is None or result.status in (StageStatus.ok, StageStatus.skipped):
+            continue
+        print(f"--- {stage} failed: {result.status}", file=stderr)
+        for text in (result.stdout, result.stderr):
+            if text:
+                stderr.write(text if text.endswith("\n") else text + "\n")
+    print(summary(submission), file=stderr)
+    stderr.flush()
+
+
+# -- the command ----------------------------------------------------------------------
+
+
+def _transient(exc: NixjailError) -> bool:
+    """A failure the next poll may not meet: the API restarting, or overloaded."""
+    return isinstance(exc, ApiUnavailable) or (
+        isinstance(exc, ApiError) and exc.status in (502, 503, 504))
+
+
+class _Retry:
+    """Polling is idempotent, so ride out an API restart for a while before giving up."""
+
+    def __init__(self) -> None:
+        self.failing_since: float | None = None
+
+    def reset(self) -> None:
+        self.failing_since = None
+
+    def allows(self, deadline: float | None) -> bool:
+        now = time.monotonic()
+        self.failing_since = self.failing_since or now
+        if now - self.failing_since >= RETRY_FOR_S:
+            return False
+        pause = RETRY_PAUSE_S if deadline is None else min(RETRY_PAUSE_S, deadline - now)
+        if pause <= 0:
+            return False
+        time.sleep(pause)
+        return True
+
+
+def follow(client: Client, submission: Submission, progress: Progress,
+           deadline: float | None) -> Submission:
+    """Long-poll until the submission ends or the deadline passes; the last state seen."""
+    poll_s = POLL_INTERACTIVE_S if progress.interactive else POLL_QUIET_S
+    retry = _Retry()
+    progress.update(submission)
+    while not submission.status.ended:
+        wait_s = poll_s
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            wait_s = min(wait_s, remaining)
+        try:
+            submission = client.get(submission.id, wait_s=wait_s)
+        except (ApiUnavailable, ApiError) as exc:
+            if not _transient(exc) or not retry.allows(deadline):
+                raise
+            continue
+        retry.reset()
+        if not submission.status.ended:
+            progress.update(submission)  # the summary table shows the rest
+    return submission
+
+
+def run(args: argparse.Namespace) -> int:
+    """Submit DIR, then (unless --no-wait) wait for it and show its result."""
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    request = build_request(args)
+    token = _token(args)
+    client = Client(args.api, token)
+    try:
+        submission = client.submit(request)
+    except ApiError as exc:
+        if exc.status == 401 and token is None:
+            raise NixjailError(f"{exc} (give --token, --token-file or "
+                               f"${TOKEN_ENV})") from None
+        raise
+    if args.no_wait:
+        if args.json:
+            print(submission.model_dump_json(indent=2))
+        else:
+            print(f"{submission.id} {submission.status}")
+        return 0
+    # Progress niceties only where someone watches them as they come: the
+    # terminal that stderr, where progress goes, is shown on.
+    progress = Progress(sys.stderr, interactive=sys.stderr.isatty(), quiet=args.json)
+    if progress.interactive:
+        print(f"submission {submission.id}", file=sys.stderr, flush=True)
+    try:
+        submission = follow(client, submission, progress, deadline)
+    except KeyboardInterrupt:
+        print(f"\nnixjail: stopped waiting; submission {submission.id} goes on",
+              file=sys.stderr)
+        raise
+    if args.json:
+        print(submission.model_dump_json(indent=2))
+    if not submission.status.ended:
+        print(f"nixjail: gave up waiting after {args.timeout:g} s; submission "
+              f"{submission.id} is still {submission.status}", file=sys.stderr)
+        return EXIT_NOT_RUN
+    if not args.json:
+        show_result(submission, sys.stdout, sys.stderr)
+    return exit_code(submission)

@@ -1,0 +1,297 @@
+"""A small typed client of the nixjail HTTP API, for submitters and workers.
+
+Every answer comes back as the contract's pydantic models; every refusal as a
+`nixjail.errors` kind that is also an `ApiError` (HTTP status, title and the
+server's field/reason pairs). Remote workers use the lease methods, whose
+signatures follow `Spool`'s so a runner can take its work from either: both
+satisfy `LeaseSource` (the spool through `SpoolLeaseSource`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from http.client import HTTPException
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
+
+from pydantic import TypeAdapter, ValidationError
+
+from nixjail import __version__
+from nixjail.errors import ApiError, Conflict, InvalidInput, LeaseLost, NixjailError, NotFound
+from nixjail.models import (
+    ResolvedStageLimits,
+    StageName,
+    StageResult,
+    Submission,
+    SubmissionPage,
+    SubmissionRequest,
+    SubmissionStatus,
+)
+from nixjail.settings import Settings
+from nixjail.spool import Lease, Queue, Spool
+
+DEFAULT_API_URL = "http://127.0.0.1:8460"
+API_URL_ENV = "NIXJAIL_API"
+TOKEN_ENV = "NIXJAIL_TOKEN"
+
+# A long poll may legitimately take as long as its wait: the socket timeout
+# must outlast it by a margin, or every long poll would end as a failure.
+REQUEST_TIMEOUT_S = 30.0
+
+_lease_adapter: TypeAdapter[Lease] = TypeAdapter(Lease)
+T = TypeVar("T")
+
+
+class ApiUnavailable(NixjailError):
+    """The API could not be reached, or answered with something that is not HTTP."""
+
+
+class ApiNotFound(ApiError, NotFound):
+    """404: the named submission or lease does not exist."""
+
+
+class ApiConflict(ApiError, Conflict):
+    """409: the submission's state does not allow the request."""
+
+
+class ApiLeaseLost(ApiError, LeaseLost):
+    """409 "lease lost": the lease expired, moved on, or its submission ended."""
+
+
+class ApiInvalidInput(ApiError, InvalidInput):
+    """400/413/422: the request failed the server's validation."""
+
+    def __init__(self, status: int, title: str, description: str | None = None,
+                 errors: list[dict[str, str]] | None = None) -> None:
+        ApiError.__init__(self, status, title, description, errors)
+        first = self.errors[0] if self.errors else {}
+        self.field = first.get("field") or "request"
+        self.reason = first.get("reason") or description or title
+
+
+class LeasedJob(NamedTuple):
+    """What leasing hands a worker: the lease, the submission and its resolved limits."""
+
+    lease: Lease
+    submission: Submission
+    limits: ResolvedStageLimits
+
+
+@runtime_checkable
+class LeaseSource(Protocol):
+    """Where a runner or cache builder takes its work from: the local spool or the API."""
+
+    def lease(self, queue: Queue, holder: str, wait_s: float = 0) -> LeasedJob | None: ...
+
+    def renew(self, lease: Lease) -> Lease: ...
+
+    def report_stage(self, lease: Lease, stage: StageName,
+                     result: StageResult) -> Submission: ...
+
+    def complete(self, lease: Lease, error: str | None = None) -> Submission: ...
+
+    def release(self, lease: Lease, reason: str) -> Submission: ...
+
+
+class SpoolLeaseSource:
+    """The local spool as a `LeaseSource`: leasing also reads the submission and
+    resolves its limits, as the API does for remote workers."""
+
+    def __init__(self, spool: Spool, settings: Settings) -> None:
+        self.spool = spool
+        self.settings = settings
+
+    def lease(self, queue: Queue, holder: str, wait_s: float = 0) -> LeasedJob | None:
+        lease = self.spool.lease(queue, holder, wait_s=wait_s)
+        if lease is None:
+            return None
+        submission = self.spool.get(lease.submission_id)
+        return LeasedJob(lease, submission, self.settings.resolve_limits(submission.request))
+
+    def renew(self, lease: Lease) -> Lease:
+        return self.spool.renew(lease)
+
+    def report_stage(self, lease: Lease, stage: StageName, result: StageResult) -> Submission:
+        return self.spool.report_stage(lease, stage, result)
+
+    def complete(self, lease: Lease, error: str | None = None) -> Submission:
+        return self.spool.complete(lease, error=error)
+
+    def release(self, lease: Lease, reason: str) -> Submission:
+        return self.spool.release(lease, reason)
+
+
+def _error_from(status: int, reason: str, body: bytes) -> ApiError:
+    """The error kind an error answer stands for, with the server's own words."""
+    title, description, errors = reason or "error", None, []
+    try:
+        data = json.loads(body) if body else {}
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        title = str(data.get("title") or title)
+        description = data.get("description")
+        errors = [
+            {"field": str(e.get("field") or ""), "reason": str(e.get("reason") or "")}
+            for e in data.get("errors") or [] if isinstance(e, dict)
+        ]
+    elif body:
+        description = body.decode("utf-8", "replace").strip()[:500]
+    kind: type[ApiError] = ApiError
+    if status == 404:
+        kind = ApiNotFound
+    elif status == 409:
+        kind = ApiLeaseLost if title.lower() == "lease lost" else ApiConflict
+    elif status in (400, 413, 422):
+        kind = ApiInvalidInput
+    return kind(status, title, description, errors)
+
+
+class Client:
+    """The nixjail API at `base_url`, with an optional bearer `token`."""
+
+    def __init__(self, base_url: str = DEFAULT_API_URL, token: str | None = None, *,
+                 timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout_s = timeout_s
+
+    @classmethod
+    def from_env(cls) -> Client:
+        """The API named by `$NIXJAIL_API` with the token in `$NIXJAIL_TOKEN`."""
+        return cls(os.environ.get(API_URL_ENV) or DEFAULT_API_URL,
+                   os.environ.get(TOKEN_ENV) or None)
+
+    # -- transport ----------------------------------------------------------
+
+    def request(self, method: str, path: str, body: Any = None, *,
+                query: dict[str, Any] | None = None,
+                wait_s: float = 0) -> tuple[int, Any]:
+        """Send one request; return the status and the decoded JSON answer (None if empty)."""
+        url = self.base_url + path
+        query = {k: v for k, v in (query or {}).items() if v is not None}
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        headers = {"Accept": "application/json", "User-Agent": f"nixjail/{__version__}"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(url, data=data, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s + wait_s) as answer:
+                status, payload = answer.status, answer.read()
+        except urllib.error.HTTPError as exc:
+            with exc:
+                raise _error_from(exc.code, exc.reason, exc.read()) from None
+        except urllib.error.URLError as exc:
+            raise ApiUnavailable(f"cannot reach the nixjail API at {self.base_url}: "
+                                 f"{exc.reason}") from None
+        except (OSError, HTTPException) as exc:
+            # a read timeout is an OSError; a dropped connection is either kind
+            what = "timed out" if isinstance(exc, TimeoutError) else str(exc) or repr(exc)
+            raise ApiUnavailable(f"the nixjail API at {self.base_url} failed to answer "
+                                 f"{method} {path}: {what}") from None
+        if not payload:
+            return status, None
+        try:
+            return status, json.loads(payload)
+        except ValueError:
+            raise ApiUnavailable(f"the nixjail API at {self.base_url} answered {method} "
+                                 f"{path} with something that is not JSON") from None
+
+    def _parse(self, model: type[T] | TypeAdapter[T], data: Any, what: str) -> T:
+        adapter = model if isinstance(model, TypeAdapter) else TypeAdapter(model)
+        try:
+            return adapter.validate_python(data)
+        except ValidationError as exc:
+            raise ApiUnavailable(f"the nixjail API at {self.base_url} answered with a "
+                                 f"malformed {what}: {exc.errors()[0]['msg']}") from None
+
+    # -- submitters -----------------------------------------------------------
+
+    def submit(self, request: SubmissionRequest, *, wait_s: float | None = None) -> Submission:
+        """Queue a submission; with `wait_s`, hold the answer until it ends or time is up."""
+        _, data = self.request("POST", "/v1/submissions",
+                               request.model_dump(mode="json", exclude_none=True),
+                               query={"wait": wait_s}, wait_s=wait_s or 0)
+        return self._parse(Submission, data, "submission")
+
+    def get(self, submission_id: str, *, wait_s: float | None = None) -> Submission:
+        """The submission; with `wait_s`, once it has ended or when time is up."""
+        _, data = self.request("GET", f"/v1/submissions/{_quote(submission_id)}",
+                               query={"wait": wait_s}, wait_s=wait_s or 0)
+        return self._parse(Submission, data, "submission")
+
+    def list(self, *, statuses: set[SubmissionStatus] | None = None,
+             cursor: str | None = None, limit: int | None = None) -> SubmissionPage:
+        """One page of submissions, newest first; pass `next_cursor` on for the next."""
+        query = {"status": ",".join(sorted(statuses)) if statuses else None,
+                 "cursor": cursor, "limit": limit}
+        _, data = self.request("GET", "/v1/submissions", query=query)
+        return self._parse(SubmissionPage, data, "page")
+
+    def cancel(self, submission_id: str) -> Submission:
+        """End the submission as cancelled; ApiConflict if it has already ended."""
+        _, data = self.request("DELETE", f"/v1/submissions/{_quote(submission_id)}")
+        return self._parse(Submission, data, "submission")
+
+    def wait(self, submission_id: str, timeout_s: float, *,
+             poll_s: float = 60) -> Submission:
+        """Long-poll until the submission ends or `timeout_s` passes; the last state seen."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            submission = self.get(submission_id, wait_s=max(0.0, min(poll_s, remaining)))
+            if submission.status.ended or deadline - time.monotonic() <= 0:
+                return submission
+
+    # -- workers --------------------------------------------------------------
+
+    def lease(self, queue: Queue, holder: str, wait_s: float = 0) -> LeasedJob | None:
+        """Take the oldest job of `queue`, waiting up to `wait_s` for one; None if none came."""
+        status, data = self.request("POST", "/v1/leases",
+                                    {"queue": str(queue), "holder": holder, "wait_s": wait_s},
+                                    wait_s=wait_s)
+        if status == 204 or data is None:
+            return None
+        return LeasedJob(self._parse(_lease_adapter, data.get("lease"), "lease"),
+                         self._parse(Submission, data.get("submission"), "submission"),
+                         self._parse(ResolvedStageLimits, data.get("limits"), "limits"))
+
+    def renew(self, lease: Lease) -> Lease:
+        """Extend the lease; ApiLeaseLost (a LeaseLost) when it is gone."""
+        _, data = self.request("POST", f"{_lease_path(lease)}/renew", {"token": lease.token})
+        return self._parse(_lease_adapter, (data or {}).get("lease"), "lease")
+
+    def report_stage(self, lease: Lease, stage: StageName, result: StageResult) -> Submission:
+        """Record one stage's result as soon as it is known."""
+        _, data = self.request("PUT", f"{_lease_path(lease)}/stages/{stage}",
+                               {"token": lease.token, "result": result.model_dump(mode="json")})
+        return self._parse(Submission, data, "submission")
+
+    def complete(self, lease: Lease, error: str | None = None) -> Submission:
+        """End the leased job; `error` ends the submission as error with that reason."""
+        _, data = self.request("POST", f"{_lease_path(lease)}/complete",
+                               {"token": lease.token, "error": error})
+        return self._parse(Submission, data, "submission")
+
+    def release(self, lease: Lease, reason: str) -> Submission:
+        """Give the job back to its queue (counts as an attempt)."""
+        _, data = self.request("POST", f"{_lease_path(lease)}/release",
+                               {"token": lease.token, "reason": reason})
+        return self._parse(Submission, data, "submission")
+
+
+def _quote(part: str) -> str:
+    return urllib.parse.quote(part, safe="")
+
+
+def _lease_path(lease: Lease) -> str:
+    return f"/v1/leases/{_quote(lease.submission_id)}"

@@ -1,0 +1,67 @@
+"""The `nixjail` entry point: subcommands, errors, exit statuses."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+from cli_harness import NIXJAIL, nixjail
+
+from nixjail import __version__
+from nixjail.cli import main
+
+
+def test_help_lists_the_subcommands() -> None:
+    done = nixjail("--help")
+    assert done.returncode == 0
+    for command in ("submit", "api", "expire-leases"):
+        assert f"    {command}" in done.stdout
+
+
+def test_version() -> None:
+    assert nixjail("--version").stdout == f"nixjail {__version__}\n"
+
+
+def test_usage_errors_exit_2() -> None:
+    assert nixjail().returncode == 2
+    assert nixjail("frobnicate").returncode == 2
+    assert nixjail("submit").returncode == 2
+    assert nixjail("submit", ".", "--limit", "nonsense").returncode == 2
+
+
+def test_only_the_chosen_subcommand_is_imported() -> None:
+    # Building the parser for `submit` must not load the services' libraries.
+    code = ("import sys; from nixjail.cli.main import build_parser; "
+            "build_parser(['submit', 'x']); print('falcon' in sys.modules)")
+    done = subprocess.run([str(NIXJAIL.with_name("python")), "-c", code],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout == "False\n"
+
+
+def test_missing_subcommand_module_is_not_offered(monkeypatch) -> None:
+    monkeypatch.setitem(main.COMMANDS, "later", ("nixjail.cli.not_written_yet", "later"))
+    parser = main.build_parser([])
+    assert "later" not in parser.format_help()
+
+
+def test_ctrl_c_exits_130(tmp_path) -> None:
+    # A submit waiting on a server that never answers, interrupted.
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        (tmp_path / "shell.nix").write_text("{}: {}")
+        (tmp_path / "run.sh").write_text("true")
+        process = subprocess.Popen([str(NIXJAIL), "submit", str(tmp_path), "--api",
+                                    f"http://127.0.0.1:{port}"],
+                                   stderr=subprocess.PIPE, text=True)
+        conn, _ = listener.accept()  # the request is in flight
+        time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=10)
+        conn.close()
+    assert process.returncode == 130
+    assert "Traceback" not in stderr
