@@ -1,0 +1,70 @@
+"""Reading what a request brings: a bounded JSON body, typed query parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import falcon
+from pydantic import BaseModel, ValidationError
+
+from nixjail.api.errors import ApiError, invalid, validation_error
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+
+def read_body(req: falcon.Request, max_bytes: int) -> bytes:
+    """The raw JSON body, refused (415, 413) before pydantic sees it."""
+    mimetype, _, params = (req.content_type or "").partition(";")
+    if mimetype.strip().lower() != falcon.MEDIA_JSON:
+        raise ApiError(415, "unsupported media type",
+                       f"the body must be {falcon.MEDIA_JSON}, not {mimetype.strip() or 'absent'}")
+    charsets = [param.strip().lower().removeprefix("charset=").strip('"')
+                for param in params.split(";") if param.strip().lower().startswith("charset=")]
+    if any(charset not in ("utf-8", "utf8") for charset in charsets):
+        raise ApiError(415, "unsupported media type", "JSON bodies are UTF-8")
+    too_large = ApiError(413, "payload too large",
+                         f"the body is larger than {max_bytes} bytes")
+    length = req.content_length
+    if length is not None and length > max_bytes:
+        raise too_large  # refuse without reading
+    # Without a length (a chunked body the server did not buffer), read the
+    # stream itself, one byte past the cap to tell "at the cap" from "above".
+    stream = req.bounded_stream if length is not None else req.stream
+    raw = stream.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise too_large
+    return raw
+
+
+def parse_body(req: falcon.Request, model: type[M], max_bytes: int,
+               parse: Callable[[bytes], M] | None = None) -> M:
+    """The body validated as `model` (or by `parse`, which validates as `model`).
+
+    Strictly: JSON of the wrong type is refused, not coerced (`"cache": 0`).
+    """
+    raw = read_body(req, max_bytes)
+    try:
+        return parse(raw) if parse is not None else model.model_validate_json(raw, strict=True)
+    except ValidationError as exc:
+        raise validation_error(exc, model) from None
+
+
+def parse_query(req: falcon.Request, model: type[M]) -> M:
+    """The query string validated as `model`: unknown or repeated names are refused."""
+    params = req.params
+    for name, value in params.items():
+        if isinstance(value, list):
+            raise invalid(name, "given more than once", title="invalid parameter")
+    try:
+        return model.model_validate(params)
+    except ValidationError as exc:
+        raise validation_error(exc, model, what="query") from None
+
+
+def respond(resp: falcon.Response, body: BaseModel, status: int = 200) -> None:
+    """Serialise with pydantic, so every answer matches its published schema."""
+    resp.status = status
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = body.model_dump_json().encode()

@@ -1,0 +1,214 @@
+"""`GET /v1/openapi.json`: the OpenAPI 3.1 document, generated from the models.
+
+The schemas come from pydantic; this module only says which route takes and
+answers which model, so the document cannot drift from what is validated.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import falcon
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from nixjail import __version__
+from nixjail.api.schemas import (
+    ErrorBody,
+    Health,
+    LeaseCompletion,
+    LeaseGrant,
+    LeaseRelease,
+    LeaseRenewal,
+    LeaseRequest,
+    LeaseToken,
+    ListQuery,
+    StageReport,
+    WaitQuery,
+)
+from nixjail.models import STAGES, Submission, SubmissionPage, SubmissionRequest
+
+REF_TEMPLATE = "#/components/schemas/{model}"
+_IN: JsonSchemaMode = "validation"
+_OUT: JsonSchemaMode = "serialization"
+_MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+    (SubmissionRequest, _IN), (Submission, _OUT), (SubmissionPage, _OUT),
+    (LeaseRequest, _IN), (LeaseToken, _IN), (StageReport, _IN), (LeaseCompletion, _IN),
+    (LeaseRelease, _IN), (LeaseGrant, _OUT), (LeaseRenewal, _OUT), (ErrorBody, _OUT),
+    (Health, _OUT), (WaitQuery, _IN), (ListQuery, _IN),
+]
+_QUERY_MODELS = (WaitQuery, ListQuery)
+
+_ERRORS = {
+    400: "Invalid JSON or an invalid parameter",
+    401: "No token, or an unknown one",
+    403: "The token lacks the role this needs",
+    404: "No such submission, or no such route",
+    409: "The submission's state does not allow this, or the lease is lost",
+    413: "The body is larger than the server accepts",
+    415: "The body is not application/json",
+    422: "The body does not satisfy the schema or the server's maxima",
+    503: "The spool is not writable",
+}
+
+
+class _Builder:
+    def __init__(self) -> None:
+        refs, top = models_json_schema(_MODELS, ref_template=REF_TEMPLATE)
+        self.refs = {model: refs[(model, mode)] for model, mode in _MODELS}
+        self.schemas: dict[str, Any] = top["$defs"]
+        self.query: dict[type[BaseModel], list[dict[str, Any]]] = {}
+        for model in _QUERY_MODELS:
+            name = self.refs[model]["$ref"].rsplit("/", 1)[1]
+            schema = self.schemas.pop(name)  # parameters, not bodies
+            self.query[model] = [
+                {"name": prop, "in": "query", "required": False,
+                 "schema": _not_null(sub), "style": "form", "explode": False,
+                 **({"description": sub["description"]} if "description" in sub else {})}
+                for prop, sub in schema["properties"].items()]
+
+    def json_body(self, model: type[BaseModel], description: str) -> dict[str, Any]:
+        return {"description": description,
+                "content": {falcon.MEDIA_JSON: {"schema": self.refs[model]}}}
+
+    def operation(self, op_id: str, summary: str, *, role: str | None,
+                  answers: dict[int, tuple[type[BaseModel] | None, str]],
+                  errors: tuple[int, ...] = (), query: type[BaseModel] | None = None,
+                  path: tuple[dict[str, Any], ...] = (),
+                  body: type[BaseModel] | None = None,
+                  headers: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
+        op: dict[str, Any] = {"operationId": op_id, "summary": summary,
+                              "security": [{"bearer": []}] if role else []}
+        if role:
+            op["description"] = f"Needs a {role} token (when the server has a tokens file)."
+            errors = (401, 403, *errors)
+        parameters = list(path) + (self.query[query] if query else [])
+        if parameters:
+            op["parameters"] = parameters
+            errors = (400, *errors)
+        if body is not None:
+            op["requestBody"] = {"required": True, **self.json_body(body, body.__doc__ or "")}
+            errors = (400, 413, 415, 422, *errors)
+        responses: dict[str, Any] = {}
+        for status, (model, description) in answers.items():
+            answer = (self.json_body(model, description) if model
+                      else {"description": description})
+            if headers and status in headers:
+                answer["headers"] = headers[status]
+            responses[str(status)] = answer
+        for status in sorted(set(errors)):
+            responses[str(status)] = self.json_body(ErrorBody, _ERRORS[status])
+        op["responses"] = responses
+        return op
+
+
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """`X | None` as a query parameter is just an optional X."""
+    options = schema.get("anyOf")
+    if options and {"type": "null"} in options:
+        rest = [option for option in options if option != {"type": "null"}]
+        stripped = {k: v for k, v in schema.items() if k not in ("anyOf", "default")}
+        return {**stripped, **rest[0]} if len(rest) == 1 else {**stripped, "anyOf": rest}
+    return {k: v for k, v in schema.items() if k != "title"}
+
+
+def build_openapi() -> dict[str, Any]:
+    b = _Builder()
+    submission_id = {"name": "submission_id", "in": "path", "required": True,
+                     "schema": {"type": "string"}}
+    stage = {"name": "stage", "in": "path", "required": True,
+             "schema": {"type": "string", "enum": list(STAGES)}}
+    location = {"Location": {"description": "Where to look the submission up",
+                             "schema": {"type": "string"}}}
+    ended, pending = "The submission, which has ended", "The submission, still under way"
+    lease_path = (submission_id,)
+    paths: dict[str, Any] = {
+        "/v1/submissions": {
+            "post": b.operation(
+                "createSubmission", "Submit a program", role="submitter",
+                query=WaitQuery, body=SubmissionRequest,
+                answers={200: (Submission, ended), 202: (Submission, pending)},
+                headers={200: location, 202: location}),
+            "get": b.operation(
+                "listSubmissions", "List submissions, newest first", role="submitter",
+                query=ListQuery, answers={200: (SubmissionPage, "One page")}),
+        },
+        "/v1/submissions/{submission_id}": {
+            "get": b.operation(
+                "getSubmission", "Look a submission up, or long-poll until it ends",
+                role="submitter", path=(submission_id,), query=WaitQuery,
+                answers={200: (Submission, "The submission")}, errors=(404,)),
+            "delete": b.operation(
+                "cancelSubmission", "Cancel a submission that has not ended",
+                role="submitter", path=(submission_id,),
+                answers={200: (Submission, "The submission, now cancelled")},
+                errors=(404, 409)),
+        },
+        "/v1/leases": {
+            "post": b.operation(
+                "lease", "Lease the oldest job of a queue, waiting up to wait_s",
+                role="worker", body=LeaseRequest,
+                answers={200: (LeaseGrant, "A job"),
+                         204: (None, "No job came within wait_s")}),
+        },
+        "/v1/leases/{submission_id}/renew": {
+            "post": b.operation(
+                "renewLease", "Extend a lease", role="worker", path=lease_path,
+                body=LeaseToken, answers={200: (LeaseRenewal, "The renewed lease")},
+                errors=(409,)),
+        },
+        "/v1/leases/{submission_id}/stages/{stage}": {
+            "put": b.operation(
+                "reportStage", "Record one stage's result", role="worker",
+                path=(submission_id, stage), body=StageReport,
+                answers={200: (Submission, "The submission")}, errors=(409,)),
+        },
+        "/v1/leases/{submission_id}/complete": {
+            "post": b.operation(
+                "completeLease", "End the leased job", role="worker", path=lease_path,
+                body=LeaseCompletion, answers={200: (Submission, "The submission")},
+                errors=(409,)),
+        },
+        "/v1/leases/{submission_id}/release": {
+            "post": b.operation(
+                "releaseLease", "Give the job back to its queue", role="worker",
+                path=lease_path, body=LeaseRelease,
+                answers={200: (Submission, "The submission")}, errors=(409,)),
+        },
+        "/v1/openapi.json": {
+            "get": {"operationId": "openapi", "summary": "This document", "security": [],
+                    "responses": {"200": {"description": "OpenAPI 3.1",
+                                          "content": {falcon.MEDIA_JSON: {}}}}},
+        },
+        "/healthz": {
+            "get": b.operation("health", "Whether the spool is writable", role=None,
+                               answers={200: (Health, "Healthy")}, errors=(503,)),
+        },
+        "/metrics": {
+            "get": {"operationId": "metrics", "summary": "Prometheus metrics", "security": [],
+                    "responses": {"200": {"description": "Prometheus text format",
+                                          "content": {"text/plain": {
+                                              "schema": {"type": "string"}}}}}},
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "nixjail", "version": __version__,
+                 "description": "Runs untrusted submissions that bring their own Nix "
+                 "toolchain. Every error answers with the ErrorBody schema."},
+        "paths": paths,
+        "components": {
+            "schemas": b.schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+class OpenApiResource:
+    def __init__(self) -> None:
+        self._document = json.dumps(build_openapi(), indent=1).encode()
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = self._document
