@@ -36,6 +36,11 @@ class MemoryCgroup:
                 return int(value)
         return None
 
+    def usage_bytes(self) -> int | None:
+        """Memory the container holds now (its tmpfs files included)."""
+        text = self._read("memory.usage_in_bytes" if self.version == 1 else "memory.current")
+        return int(text) if text is not None and text.strip().isdigit() else None
+
     def limit_bytes(self) -> int | None:
         """The cgroup's memory limit, or None when unlimited or unreadable."""
         text = self._read("memory.limit_in_bytes" if self.version == 1 else "memory.max")

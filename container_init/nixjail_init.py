@@ -93,7 +93,12 @@ class Init:
                 raise InitFailure(f"stdin closed while waiting for {what} (runner gone)")
 
     def handshake(self, stage: str) -> None:
-        self.emitter.emit("stage_ready", stage=stage)
+        # What the container holds before the stage (init, files in the tmpfs,
+        # a private store) lets the runner give the stage exactly its own limit.
+        memory_cgroup = own_memory_cgroup()
+        in_use = memory_cgroup.usage_bytes() if memory_cgroup else None
+        self.emitter.emit("stage_ready", stage=stage,
+                          memory_in_use_kib=None if in_use is None else in_use // 1024)
         line = self.read_line(f"the go for stage {stage}")
         if not _is_go(line):
             raise InitFailure(f"expected {{\"go\": true}} before stage {stage}, got {line[:200]!r}")

@@ -29,7 +29,10 @@ LABEL_SUBMISSION = "org.nixjail.submission"
 
 # nsjail creates its namespaces itself and applies its own seccomp policy;
 # Docker's profile would forbid the namespace calls (see docs/container-init.md).
-NSJAIL_SECURITY_OPT = ["seccomp=unconfined", "systempaths=unconfined"]
+NSJAIL_SECURITY_OPT = ["seccomp=unconfined"]
+# Container init's own files: the stage scripts and, when the submission
+# builds its environment in the container, the private Nix store.
+STATE_DIR = "/var/lib/nixjail-init"
 
 
 @dataclass
@@ -41,6 +44,7 @@ class ContainerSpec:
     pids: int
     cpus: float
     work_dir_mib: int
+    store_mib: int
     read_only_mounts: dict[Path, str] = field(default_factory=dict)
 
 
@@ -91,31 +95,37 @@ class InitChannel:
 
 def create(docker_client: docker.DockerClient, spec: ContainerSpec) -> Container:
     memory = f"{spec.memory_mib}m"
+    api = docker_client.api
+    host_config = api.create_host_config(
+        network_mode="none",
+        read_only=True,
+        tmpfs={"/work": f"size={spec.work_dir_mib}m,mode=1777,exec",
+               "/tmp": "size=16m,mode=1777",
+               STATE_DIR: f"size={spec.store_mib}m,mode=0755,exec"},
+        binds={str(host): {"bind": inside, "mode": "ro"}
+               for host, inside in spec.read_only_mounts.items()},
+        security_opt=NSJAIL_SECURITY_OPT,
+        cap_drop=["NET_RAW", "MKNOD", "AUDIT_WRITE", "SETFCAP"],
+        mem_limit=memory,
+        memswap_limit=memory,
+        pids_limit=spec.pids,
+        nano_cpus=int(spec.cpus * 1e9),
+    )
+    # nsjail mounts a fresh /proc for each stage, which the kernel allows only
+    # when no part of the container's /proc is masked or read-only. The SDK
+    # has no word for that (the CLI's `systempaths=unconfined`), the API has.
+    host_config["MaskedPaths"] = []
+    host_config["ReadonlyPaths"] = []
     try:
-        return docker_client.containers.create(
-            spec.image,
-            name=spec.name,
-            labels=spec.labels,
-            stdin_open=True,
-            network_mode="none",
-            read_only=True,
-            tmpfs={"/work": f"size={spec.work_dir_mib}m,mode=1777,exec",
-                   "/tmp": "size=16m,mode=1777"},
-            volumes={str(host): {"bind": inside, "mode": "ro"}
-                     for host, inside in spec.read_only_mounts.items()},
-            security_opt=NSJAIL_SECURITY_OPT,
-            cap_drop=["NET_RAW", "MKNOD", "AUDIT_WRITE", "SETFCAP"],
-            mem_limit=memory,
-            memswap_limit=memory,
-            pids_limit=spec.pids,
-            nano_cpus=int(spec.cpus * 1e9),
-            detach=True,
-        )
+        created = api.create_container(spec.image, name=spec.name, labels=spec.labels,
+                                       stdin_open=True, host_config=host_config,
+                                       environment={"NIXJAIL_STATE_DIR": STATE_DIR})
     except docker.errors.ImageNotFound:
         raise ToolError(f"the runner image {spec.image} is missing: build it with "
                         "images/runner/build") from None
     except docker.errors.APIError as exc:
         raise ToolError(f"docker refused the container: {exc.explanation}") from None
+    return docker_client.containers.get(created["Id"])
 
 
 def set_memory(container: Container, memory_mib: int) -> None:

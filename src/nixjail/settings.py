@@ -64,6 +64,9 @@ class RunnerSettings(BaseModel):
     image: str = Field(default="nixjail-runner:latest")
     kick_socket: Path = Field(default=Path("/run/nixjail/runner.sock"))
     work_dir_mib: int = Field(default=256, gt=0, description="Size of the writable work dir")
+    store_mib: int = Field(
+        default=2048, gt=0,
+        description="Size of the private store of a submission that builds its own environment")
     cpus: float = Field(default=1.0, gt=0, description="CPUs each submission's container gets")
     api_url: str | None = Field(default=None,
                                 description="Lease from a remote API instead of the spool")

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from .conftest import SHELL_NIX, Stack, our_containers
+from e2e_stack import REPO, SHELL_NIX, Stack, our_containers
 
 pytestmark = [pytest.mark.docker, pytest.mark.nix]
 
@@ -142,7 +142,8 @@ def test_no_network_inside(stack: Stack) -> None:
 def test_host_files_are_out_of_reach(stack: Stack) -> None:
     spool = stack.base / "spool"
     submission = stack.submit(
-        run_sh=f"for f in {spool} {stack.settings_file} /root /etc/shadow /proc/1/root/etc; do "
+        run_sh=f"for f in {spool} {stack.settings_file} {REPO} /root /etc/shadow "
+        "/var/run/docker.sock /var/lib/nixjail-init; do "
         'if [ -e "$f" ] && busybox ls "$f" >/dev/null 2>&1; then echo "SEEN $f"; fi; done; '
         "echo checked")
     run = run_stage(submission)

@@ -83,7 +83,8 @@ class Runner:
         self.spool = spool
         self.config = WorkerConfig(
             image=settings.runner.image, runner_name=self.name,
-            work_dir_mib=settings.runner.work_dir_mib, cpus=settings.runner.cpus,
+            work_dir_mib=settings.runner.work_dir_mib,
+            store_mib=settings.runner.store_mib, cpus=settings.runner.cpus,
             nixpkgs=settings.runner.nixpkgs, lease_s=settings.lease_s)
         self.kicked = threading.Event()
         self.stopping = threading.Event()

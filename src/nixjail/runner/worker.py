@@ -32,9 +32,10 @@ from nixjail.spool import Lease
 log = logging.getLogger(__name__)
 
 NIXPKGS_IN_CONTAINER = "/opt/nixjail/nixpkgs"
-# What container init, nsjail and the shell that sources the environment take
-# beside the stage's own program, on top of the work dir's tmpfs.
+# What container init takes, and what nsjail and the shell that sources the
+# environment add during a stage beside the program itself.
 INIT_MEMORY_MIB = 64
+NSJAIL_MEMORY_MIB = 16
 INIT_PROCESSES = 16
 # Time for container init to start, write files and report, beyond the stages.
 DEADLINE_SLACK_S = 30
@@ -45,6 +46,7 @@ class WorkerConfig:
     image: str
     runner_name: str
     work_dir_mib: int
+    store_mib: int
     cpus: float
     nixpkgs: Path | None
     lease_s: float
@@ -123,10 +125,11 @@ def run_submission(source: LeaseSource, docker_client: docker.DockerClient,
         labels={nj_docker.LABEL_RUNNER: config.runner_name,
                 nj_docker.LABEL_SUBMISSION: submission.id},
         memory_mib=max(s.memory_mib for s in stage_limits) + config.work_dir_mib
-        + INIT_MEMORY_MIB,
+        + config.store_mib + INIT_MEMORY_MIB,
         pids=max(s.processes for s in stage_limits) + INIT_PROCESSES,
         cpus=config.cpus,
         work_dir_mib=config.work_dir_mib,
+        store_mib=config.store_mib,
         read_only_mounts=mounts,
     )
     error: str | None = None
@@ -175,9 +178,13 @@ def _follow(channel: nj_docker.InitChannel, source: LeaseSource, keeper: LeaseKe
         kind = event.get("event")
         if kind == "stage_ready":
             stage_memory = getattr(limits, event["stage"]).memory_mib
-            # Files in the work dir's tmpfs are charged to the container too.
-            nj_docker.set_memory(channel.container,
-                                 stage_memory + work_dir_mib + INIT_MEMORY_MIB)
+            # What the container already holds (init, files in its tmpfs, a
+            # private store) stays charged to it: the stage gets its own limit
+            # on top. Without that figure, assume the whole work dir is full.
+            in_use_kib = event.get("memory_in_use_kib")
+            in_use_mib = (-(-in_use_kib // 1024) if isinstance(in_use_kib, int)
+                          else work_dir_mib + INIT_MEMORY_MIB)
+            nj_docker.set_memory(channel.container, stage_memory + in_use_mib + NSJAIL_MEMORY_MIB)
             channel.send({"go": True})
         elif kind == "stage_finished":
             try:
