@@ -1,1 +1,1 @@
-from e2e_stack import stack  # noqa: F401 - the fixture every end-to-end test uses
+from e2e_stack import remote_stack, stack  # noqa: F401 - the end-to-end fixtures

@@ -38,6 +38,7 @@ class Stack:
     settings_file: Path
     runner: subprocess.Popen | None = None
     runner_name: str = ""
+    token: str | None = None
 
     def start_runner(self) -> subprocess.Popen:
         env = {**os.environ, "NIXJAIL_RUNNER_NAME": self.runner_name}
@@ -54,8 +55,11 @@ class Stack:
 
     def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
         data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+                                     headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=120) as answer:
                 return answer.status, json.loads(answer.read() or b"null")
@@ -92,14 +96,21 @@ def our_containers(runner_name: str) -> list:
         all=True, filters={"label": f"org.nixjail.runner={runner_name}"})
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def start_stack(base: Path, *, remote_runner: bool = False) -> Iterator[Stack]:
+    """API and runner on this host; `remote_runner` makes the runner lease over
+    HTTP with a worker token, as a worker host of its own does."""
     if not (FIXTURE_NIXPKGS / "bin" / "busybox").exists():
         pytest.fail("the fixture nixpkgs is not prepared: run scripts/bootstrap")
-    base = tmp_path_factory.mktemp("stack")
     port = free_port()
     settings_file = base / "settings.toml"
     runner_name = f"test-{base.name}-{os.getpid()}"
+    url = f"http://127.0.0.1:{port}"
+    api_auth = runner_remote = ""
+    if remote_runner:
+        (base / "tokens").write_text("submitter sub-token\nworker work-token\n")
+        (base / "worker-token").write_text("work-token\n")
+        api_auth = f'tokens_file = "{base / "tokens"}"'
+        runner_remote = f'api_url = "{url}"\napi_token_file = "{base / "worker-token"}"'
     settings_file.write_text(f"""
 spool_dir = "{base / 'spool'}"
 run_dir = "{base / 'run'}"
@@ -107,18 +118,20 @@ lease_s = 6
 
 [api]
 listen = "127.0.0.1:{port}"
+{api_auth}
 
 [runner]
 kick_socket = "{base / 'run' / 'runner.sock'}"
 idle_exit_s = 600
 concurrency = 2
 nixpkgs = "{FIXTURE_NIXPKGS}"
+{runner_remote}
 """)
     log = open(base / "api.log", "ab")  # noqa: SIM115 - lives with the process
     api = subprocess.Popen([*NIXJAIL, "api", "--settings", str(settings_file)],
                            stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    stack = Stack(base=base, url=url, settings_file=settings_file, runner_name=runner_name)
+    stack = Stack(base=base, url=url, settings_file=settings_file, runner_name=runner_name,
+                  token="sub-token" if remote_runner else None)
     try:
         wait_for_http(url)
         stack.start_runner()
@@ -129,3 +142,13 @@ nixpkgs = "{FIXTURE_NIXPKGS}"
         api.wait(timeout=30)
         for container in our_containers(runner_name):
             container.remove(force=True)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    yield from start_stack(tmp_path_factory.mktemp("stack"))
+
+
+@pytest.fixture(scope="module")
+def remote_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    yield from start_stack(tmp_path_factory.mktemp("remote"), remote_runner=True)

@@ -10,7 +10,6 @@ import signal
 import time
 
 import pytest
-
 from e2e_stack import REPO, SHELL_NIX, Stack, our_containers
 
 pytestmark = [pytest.mark.docker, pytest.mark.nix]

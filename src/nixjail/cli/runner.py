@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 from nixjail import docker as nj_docker
-from nixjail.client import SpoolLeaseSource
+from nixjail.client import Client, LeaseSource, SpoolLeaseSource
 from nixjail.runner.service import Runner, kick_socket
 from nixjail.settings import load_settings
 from nixjail.spool import Spool
@@ -37,8 +37,18 @@ def run(args: argparse.Namespace) -> int:
     settings = settings.model_copy(update=overrides)
     if args.idle_exit is not None:
         settings.runner.idle_exit_s = args.idle_exit
-    spool = Spool.from_settings(settings)
-    runner = Runner(settings, SpoolLeaseSource(spool, settings), nj_docker.client(), spool=spool)
+    source: LeaseSource
+    if settings.runner.api_url:
+        # A worker host of its own: it leases from the API over HTTP, and its
+        # predecessor's leases expire there by their deadline.
+        token = (settings.runner.api_token_file.read_text().strip()
+                 if settings.runner.api_token_file else None)
+        spool = None
+        source = Client(settings.runner.api_url, token)
+    else:
+        spool = Spool.from_settings(settings)
+        source = SpoolLeaseSource(spool, settings)
+    runner = Runner(settings, source, nj_docker.client(), spool=spool)
     signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
     listener = None if args.no_kick_socket else kick_socket(settings.runner.kick_socket)
     try:
