@@ -23,6 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 from nixjail import __version__
 from nixjail.errors import ApiError, Conflict, InvalidInput, LeaseLost, NixjailError, NotFound
 from nixjail.models import (
+    Environment,
     ResolvedStageLimits,
     StageName,
     StageResult,
@@ -92,7 +93,8 @@ class LeaseSource(Protocol):
     def report_stage(self, lease: Lease, stage: StageName,
                      result: StageResult) -> Submission: ...
 
-    def complete(self, lease: Lease, error: str | None = None) -> Submission: ...
+    def complete(self, lease: Lease, error: str | None = None,
+                 environment: Environment | None = None) -> Submission: ...
 
     def release(self, lease: Lease, reason: str) -> Submission: ...
 
@@ -118,8 +120,9 @@ class SpoolLeaseSource:
     def report_stage(self, lease: Lease, stage: StageName, result: StageResult) -> Submission:
         return self.spool.report_stage(lease, stage, result)
 
-    def complete(self, lease: Lease, error: str | None = None) -> Submission:
-        return self.spool.complete(lease, error=error)
+    def complete(self, lease: Lease, error: str | None = None,
+                 environment: Environment | None = None) -> Submission:
+        return self.spool.complete(lease, error=error, environment=environment)
 
     def release(self, lease: Lease, reason: str) -> Submission:
         return self.spool.release(lease, reason)
@@ -276,10 +279,14 @@ class Client:
                                {"token": lease.token, "result": result.model_dump(mode="json")})
         return self._parse(Submission, data, "submission")
 
-    def complete(self, lease: Lease, error: str | None = None) -> Submission:
-        """End the leased job; `error` ends the submission as error with that reason."""
+    def complete(self, lease: Lease, error: str | None = None,
+                 environment: Environment | None = None) -> Submission:
+        """End the leased job; `error` ends the submission as error with that reason,
+        `environment` is what a dependencies job built."""
         _, data = self.request("POST", f"{_lease_path(lease)}/complete",
-                               {"token": lease.token, "error": error})
+                               {"token": lease.token, "error": error,
+                                "environment": environment.model_dump(mode="json")
+                                if environment else None})
         return self._parse(Submission, data, "submission")
 
     def release(self, lease: Lease, reason: str) -> Submission:

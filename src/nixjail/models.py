@@ -255,6 +255,25 @@ class StageResult(BaseModel):
         return cls(status=StageStatus.skipped)
 
 
+STORE_PATH_PATTERN = r"^/nix/store/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+$"
+
+
+class Environment(BaseModel):
+    """A submission's built environment, as the cache builder published it.
+
+    `inputs` is the shell's input derivation output, whose closure holds every
+    package of the toolchain; `script` is the environment script that each
+    stage sources. Workers substitute both from the binary cache.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(pattern=r"^[0-9a-f]{64}$",
+                     description="Hash of the shell.nix and the nixpkgs it was built with")
+    inputs: str = Field(pattern=STORE_PATH_PATTERN)
+    script: str = Field(pattern=STORE_PATH_PATTERN)
+
+
 class Stages(BaseModel):
     dependencies: StageResult | None = None
     compile: StageResult | None = None
@@ -281,6 +300,8 @@ class Submission(BaseModel):
     error: str | None = None
     request: SubmissionRequest
     stages: Stages = Field(default_factory=Stages)
+    environment: Environment | None = Field(
+        default=None, description="Set once the cache builders have built the environment")
 
     @classmethod
     def new(cls, request: SubmissionRequest) -> Submission:

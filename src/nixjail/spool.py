@@ -35,6 +35,7 @@ from pydantic import BaseModel, ValidationError
 from nixjail.errors import Conflict, LeaseLost, NotFound
 from nixjail.models import (
     STAGES,
+    Environment,
     StageName,
     StageResult,
     StageStatus,
@@ -336,12 +337,14 @@ class Spool:
             self._write(submission)
             return submission
 
-    def complete(self, lease: Lease, *, error: str | None = None) -> Submission:
+    def complete(self, lease: Lease, *, error: str | None = None,
+                 environment: Environment | None = None) -> Submission:
         """End the leased job.
 
-        A dependencies job that succeeded moves the submission to the run
-        queue; any other job ends the submission with the status its stages
-        call for, or `error` with the reason when the system failed.
+        A dependencies job that succeeded records the `environment` it built
+        and moves the submission to the run queue; any other job ends the
+        submission with the status its stages call for, or `error` with the
+        reason when the system failed.
         """
         with self._locked():
             self._check(lease)
@@ -354,6 +357,7 @@ class Spool:
                 self._end(submission, SubmissionStatus.error, error)
             elif lease.queue is Queue.dependencies and _succeeded(submission.stages.dependencies):
                 submission.status = SubmissionStatus.queued
+                submission.environment = environment
                 next_queue = Queue.run
             else:
                 self._end(submission, submission.outcome(), None)

@@ -95,7 +95,7 @@ class LeaseItem:
                          submission_id: str) -> None:
         body = parse_body(req, LeaseCompletion, self.settings.api.max_body_bytes)
         submission = self.spool.complete(self._held(submission_id, body.token),
-                                         error=body.error)
+                                         error=body.error, environment=body.environment)
         self._requeued(submission)
         respond(resp, submission)
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from nixjail.models import (
+    Environment,
     NoNulText,
     ResolvedStageLimits,
     StageResult,
@@ -106,6 +107,8 @@ class LeaseCompletion(BaseModel):
     error: NoNulText | None = Field(
         default=None, max_length=4096,
         description="Why the system failed; the submission then ends as error")
+    environment: Environment | None = Field(
+        default=None, description="Dependencies jobs: the environment that was built")
 
 
 class LeaseRelease(BaseModel):
