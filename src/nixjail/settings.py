@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -72,6 +73,18 @@ class RunnerSettings(BaseModel):
                                 description="Lease from a remote API instead of the spool")
     api_token_file: Path | None = None
     nixpkgs: Path | None = Field(default=None, description="What <nixpkgs> resolves to")
+    store: str = Field(
+        default="daemon",
+        description="Nix store (URI) that environments are substituted into and "
+        "mounted read-only from")
+    caches: list[str] = Field(
+        default_factory=list, description="Binary caches of the cache builders (URLs)")
+    trusted_public_keys: list[str] = Field(
+        default_factory=list, description="Keys the cache builders sign with")
+    gc_roots_dir: Path = Field(
+        default=Path("/var/lib/nixjail/gcroots/running"),
+        description="GC roots of environments in use by running submissions")
+    substitute_timeout_s: float = Field(default=300, gt=0)
 
 
 class CacheBuilderSettings(BaseModel):
@@ -81,6 +94,58 @@ class CacheBuilderSettings(BaseModel):
         default=False,
         description="Queue dependency jobs for cache builders; when false, every "
         "submission builds its environment in its own container")
+    fallback_after_s: float = Field(
+        default=120, ge=0,
+        description="A dependencies job no cache builder has finished after this long "
+        "goes to the workers, which build the environment in the submission's container")
+    concurrency: int = Field(default=2, gt=0, description="Dependency jobs built at once")
+    idle_exit_s: float | None = Field(
+        default=None, ge=0,
+        description="Exit after this long without a job; none runs until stopped")
+    api_url: str | None = Field(default=None,
+                                description="Lease from a remote API instead of the spool")
+    api_token_file: Path | None = None
+    nixpkgs: Path | None = Field(
+        default=None, description="What <nixpkgs> resolves to while a shell.nix is evaluated")
+    allowed_uris: list[str] = Field(
+        default_factory=list,
+        description="URI prefixes restricted evaluation may fetch (Nix allowed-uris)")
+    roots_dir: Path = Field(default=Path("/var/lib/nixjail/gcroots/environments"),
+                            description="GC roots of the built environments, named by key")
+    publish_to: str | None = Field(
+        default=None,
+        description="Binary cache URL every built environment is copied to (with "
+        "?secret-key=FILE to sign it); none when nix-serve serves this host's store")
+    publish_timeout_s: float = Field(default=600, gt=0)
+    nsjail: str = Field(default="nsjail", description="nsjail binary")
+    jail_uid: int = Field(default=65534, ge=1,
+                          description="Non-root uid the jail runs as outside (an untrusted "
+                          "user to the nix-daemon)")
+    jail_gid: int = Field(default=65534, ge=1)
+    daemon: Literal["private", "host"] = Field(
+        default="private",
+        description="private: a nix-daemon of each job, inside the job's memory cgroup, "
+        "so builds count against the limit; host: the host daemon's socket")
+    host_daemon_socket: Path = Field(default=Path("/nix/var/nix/daemon-socket"))
+    cgroup_dir: Path | None = Field(
+        default=None,
+        description="Memory cgroup the jobs' cgroups are made under; none picks "
+        "/sys/fs/cgroup/memory/nixjail-cache-builder (v1) or "
+        "/sys/fs/cgroup/nixjail-cache-builder (v2)")
+
+
+class GcSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    store: str = Field(default="auto", description="Nix store URI collected by `nixjail gc`")
+    roots_dir: Path = Field(
+        default=Path("/var/lib/nixjail/gcroots"),
+        description="nixjail's GC roots (every symlink below, recursively)")
+    root_max_age_s: float | None = Field(
+        default=7 * 24 * 3600, gt=0,
+        description="Roots not re-added for this long are removed; none keeps them all")
+    max_freed_mib: int | None = Field(default=None, gt=0,
+                                      description="Stop collecting after freeing this much")
 
 
 class Settings(BaseModel):
@@ -97,6 +162,7 @@ class Settings(BaseModel):
     api: ApiSettings = Field(default_factory=ApiSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
     cache_builder: CacheBuilderSettings = Field(default_factory=CacheBuilderSettings)
+    gc: GcSettings = Field(default_factory=GcSettings)
 
     def resolve_limits(self, request: SubmissionRequest) -> ResolvedStageLimits:
         """Every limit of the request, with the server default where it gave none."""

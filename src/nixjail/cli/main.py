@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cache-builder": ("nixjail.cli.cache_builder", "build and cache submission environments"),
     "expire-leases": ("nixjail.cli.expire_leases",
                       "requeue submissions whose lease expired (one pass)"),
+    "gc": ("nixjail.cli.gc", "remove old environment roots and collect the Nix store's garbage"),
 }
 
 

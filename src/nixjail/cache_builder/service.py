@@ -1,0 +1,185 @@
+"""The cache-builder service: lease dependencies jobs, N at once, build, report.
+
+It leases from the local spool or, on a host of its own, from the API
+(`LeaseSource`). Each job's lease is renewed while it builds; a job whose
+lease is lost (cancelled, or expired) is killed and reports nothing more. A
+crash loses no job: its lease expires and the job goes back to the queue.
+With `idle_exit_s` none (the default) it runs until stopped; with a number
+it exits after that long without a job (0: as soon as the queue is empty).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+from nixjail import systemd
+from nixjail.cache_builder import cgroup as cg
+from nixjail.cache_builder.build import BuilderConfig, build_environment
+from nixjail.client import LeasedJob, LeaseSource
+from nixjail.errors import LeaseLost, NixjailError
+from nixjail.models import StageStatus, Submission
+from nixjail.settings import Settings
+from nixjail.spool import Lease, Queue, Spool
+
+log = logging.getLogger(__name__)
+
+LEASE_POLL_S = 1.0
+
+
+def builder_name() -> str:
+    # Not the bare host name: the runner gives back every lease whose holder
+    # starts with "HOSTNAME/" when it starts.
+    return os.environ.get("NIXJAIL_CACHE_BUILDER_NAME") or f"cache-builder@{socket.gethostname()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews a job's lease every third of its length until stopped or lost."""
+
+    def __init__(self, source: LeaseSource, lease: Lease, interval_s: float) -> None:
+        super().__init__(name=f"lease-{lease.submission_id}", daemon=True)
+        self.source = source
+        self.lease = lease
+        self.interval_s = interval_s
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.lease = self.source.renew(self.lease)
+            except LeaseLost as exc:
+                log.info("%s", exc)
+                self.lost.set()
+                return
+            except NixjailError as exc:  # the API may be away for a moment
+                log.warning("renewing %s: %s", self.lease.submission_id, exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class CacheBuilder:
+    def __init__(self, settings: Settings, source: LeaseSource, *, name: str | None = None,
+                 spool: Spool | None = None, config: BuilderConfig | None = None) -> None:
+        self.settings = settings
+        self.source = source
+        self.name = name or builder_name()
+        # One holder per process, so a restarted builder can tell its
+        # predecessor's leases from its own.
+        self.holder = f"{self.name}/{os.getpid()}"
+        self.spool = spool
+        self.config = config or BuilderConfig.from_settings(settings)
+        self.stopping = threading.Event()
+
+    def clean_up_after_crash(self) -> None:
+        """Stop what a crashed predecessor left building and give back its leases."""
+        if self.config.cgroup_parent is not None:
+            for path in cg.sweep(self.config.cgroup_parent, _alive):
+                log.info("stopped the leftover build in %s", path)
+        if self.config.work_dir.is_dir():
+            for job_dir in self.config.work_dir.iterdir():
+                owner = job_dir.name.partition("-")[0]
+                if job_dir.is_dir() and owner.isdigit() and not _alive(int(owner)):
+                    shutil.rmtree(job_dir, ignore_errors=True)
+        if self.spool is not None:
+            released = self.spool.release_held_by(
+                f"{self.name}/", "the cache builder holding it restarted", keep=self.holder)
+            if released:
+                log.info("gave back leases left behind: %s", ", ".join(released))
+
+    def serve(self) -> None:
+        """Lease and build until stopped, or idle for `idle_exit_s` when set."""
+        self.clean_up_after_crash()
+        systemd.notify("READY=1")
+        idle_exit_s = self.settings.cache_builder.idle_exit_s
+        slots = self.settings.cache_builder.concurrency
+        running: set[Future] = set()
+        idle_since = time.monotonic()
+        with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="build") as pool:
+            while not self.stopping.is_set():
+                running = {f for f in running if not f.done()}
+                if len(running) >= slots:
+                    wait(running, timeout=LEASE_POLL_S, return_when=FIRST_COMPLETED)
+                    continue
+                # Exiting when idle at once: do not wait for a job to come.
+                wait_s = 0 if idle_exit_s == 0 and not running else LEASE_POLL_S
+                try:
+                    leased = self.source.lease(Queue.dependencies, self.holder, wait_s=wait_s)
+                except NixjailError as exc:
+                    log.warning("leasing: %s", exc)
+                    self.stopping.wait(LEASE_POLL_S)
+                    continue
+                if leased is not None:
+                    log.info("building the environment of %s (attempt %d)",
+                             leased.submission.id, leased.submission.attempts)
+                    running.add(pool.submit(self.process, leased))
+                if leased is not None or running:
+                    idle_since = time.monotonic()
+                elif idle_exit_s is not None and time.monotonic() - idle_since >= idle_exit_s:
+                    log.info("idle for %.0f s, exiting", idle_exit_s)
+                    break
+        systemd.notify("STOPPING=1")
+
+    def process(self, leased: LeasedJob) -> Submission | None:
+        """Build one leased job's environment and complete its lease.
+
+        The submission as the source left it, or None when the lease was lost
+        or the job was handed back.
+        """
+        lease, submission, limits = leased
+        keeper = LeaseKeeper(self.source, lease, self.settings.lease_s / 3)
+        keeper.start()
+        try:
+            try:
+                outcome = build_environment(
+                    self.config, submission.request.shell_nix, limits.dependencies,
+                    job_name=submission.id,
+                    should_stop=lambda: keeper.lost.is_set() or self.stopping.is_set())
+            except LeaseLost as exc:
+                log.info("%s", exc)
+                return self._give_back(keeper, "the cache builder stopped") \
+                    if not keeper.lost.is_set() else None
+            except NixjailError as exc:
+                # The cache builder failed, not the submission: another
+                # attempt (here or on another builder) may succeed.
+                log.error("building %s: %s", submission.id, exc)
+                return self._give_back(keeper, f"the cache builder failed: {exc}")
+            keeper.stop()
+            if keeper.lost.is_set():
+                return None
+            try:
+                self.source.report_stage(keeper.lease, "dependencies", outcome.result)
+                ok = outcome.result.status is StageStatus.ok
+                return self.source.complete(
+                    keeper.lease, environment=outcome.environment if ok else None)
+            except LeaseLost as exc:
+                log.info("completing %s: %s", submission.id, exc)
+                return None
+        except Exception:
+            log.exception("building %s failed", submission.id)
+            return self._give_back(keeper, "the cache builder failed while building it")
+        finally:
+            keeper.stop()
+
+    def _give_back(self, keeper: LeaseKeeper, reason: str) -> Submission | None:
+        keeper.stop()
+        with contextlib.suppress(NixjailError):
+            return self.source.release(keeper.lease, reason)
+        return None

@@ -1,0 +1,42 @@
+"""`nixjail gc`: drop nixjail's old GC roots, then collect the store's garbage.
+
+Roots are symlinks under `gc.roots_dir` (the cache builder's environments, the
+runner's running submissions). A root not re-added for `gc.root_max_age_s` is
+removed; younger roots, and every root outside nixjail, keep what they reach.
+Run it from a timer.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from nixjail import nix
+from nixjail.settings import load_settings
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "gc", help="remove old environment roots and collect the Nix store's garbage",
+        description="Remove nixjail's GC roots older than gc.root_max_age_s, then run the "
+        "Nix garbage collector on gc.store (optionally only up to gc.max_freed_mib).")
+    parser.add_argument("--settings", type=Path, help="settings TOML file")
+    parser.add_argument("--max-age", type=float, metavar="S",
+                        help="remove roots older than S seconds (overrides settings)")
+    parser.add_argument("--max-freed", type=int, metavar="MIB",
+                        help="stop after freeing MIB MiB (overrides settings)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.settings).gc
+    max_age = args.max_age if args.max_age is not None else settings.root_max_age_s
+    max_freed = args.max_freed if args.max_freed is not None else settings.max_freed_mib
+    report = nix.collect_garbage(
+        settings.store, roots_dir=settings.roots_dir, max_root_age_s=max_age,
+        max_freed_bytes=max_freed * 1024 * 1024 if max_freed is not None else None)
+    for root in report.removed_roots:
+        print(f"removed the root {root}")
+    print(f"kept {report.kept_roots} roots; deleted {report.deleted_paths} store paths, "
+          f"freed {report.freed_bytes / (1024 * 1024):.1f} MiB")
+    return 0

@@ -1,0 +1,108 @@
+"""What a shell.nix cannot reach: host files, the network, another job's HOME."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from cb_helpers import limits, request, salt, shell
+from test_builds import one_job
+
+from nixjail.cache_builder.build import BuilderConfig
+from nixjail.cache_builder.jail import prepare_job_dir, run_jail
+from nixjail.models import StageStatus
+from nixjail.spool import Spool
+
+
+@pytest.mark.parametrize("expression", [
+    "builtins.readFile /etc/hostname",
+    'builtins.readFile "/etc/hostname"',
+    "builtins.readDir /nix/var/nix",
+    'builtins.fetchurl "http://127.0.0.1:9/secret"',
+])
+def test_restricted_evaluation_refuses_host_files_and_uris(builder, spool: Spool,
+                                                           expression: str):
+    sub = spool.create(request(shell(body=f"SECRET = {expression};")))
+    one_job(builder)
+    deps = spool.get(sub.id).stages.dependencies
+    assert deps.status is StageStatus.nonzero_exit, deps
+    assert "is forbidden in restricted mode" in deps.stderr
+
+
+def test_the_jail_user_is_not_root_and_has_no_network(builder):
+    config: BuilderConfig = builder.config
+    job_dir = config.work_dir / f"probe-{salt()}"
+    prepare_job_dir(job_dir, "{}", config.jail)
+    run = run_jail(config.jail, job_dir, limits(wall_time_s=10), cgroup=None, command=[
+        "/bin/bash", "-c",
+        "echo uid=$(id -u); "
+        "(exec 3<>/dev/tcp/127.0.0.1/9 && echo connected) 2>/dev/null || echo no-network; "
+        "ls /nix/var/nix/; cat /etc/nix/nix.conf"])
+    assert run.result.status is StageStatus.ok, run.result
+    out = run.result.stdout
+    assert "uid=1000" in out and "no-network" in out
+    # The daemon's socket only: no database, no roots, no profiles.
+    assert out.split("no-network\n")[1].split("\n")[0] == "daemon-socket"
+    assert "restrict-eval = true" in out
+
+
+def test_two_jobs_do_not_share_home_or_tmp(builder):
+    config: BuilderConfig = builder.config
+    results = {}
+
+    def job(name: str, script: str) -> None:
+        job_dir = config.work_dir / f"{name}-{salt()}"
+        prepare_job_dir(job_dir, "{}", config.jail)
+        results[name] = run_jail(config.jail, job_dir, limits(wall_time_s=10), cgroup=None,
+                                 command=["/bin/bash", "-c", script]).result
+
+    writer = threading.Thread(target=job, args=("writer", (
+        'echo "$HOME"; echo left-behind > "$HOME/secret"; mkdir -p "$HOME/.cache/nix"; '
+        "echo left-behind > /tmp/secret; sleep 1.5")))
+    writer.start()
+    time.sleep(0.5)
+    job("reader", 'echo "$HOME"; ls -A "$HOME" /tmp; cat "$HOME/secret" /tmp/secret 2>&1; true')
+    writer.join()
+    assert results["writer"].status is StageStatus.ok
+    reader = results["reader"]
+    # The same HOME path in both jails, empty in the second while the first runs.
+    assert results["writer"].stdout.splitlines()[0] == reader.stdout.splitlines()[0]
+    assert "left-behind" not in reader.stdout and "secret" not in reader.stdout.split(
+        "cat:")[0]
+    assert reader.stdout.count("No such file") == 2
+
+
+def test_evaluation_sees_no_environment_and_cannot_list_home(builder, spool: Spool):
+    # Restricted evaluation reads no environment variable (HOME included)...
+    blind = shell(body='SEEN = if builtins.getEnv "HOME" == "" then "nothing" '
+                       'else throw "the environment leaked";')
+    sub = spool.create(request(blind))
+    one_job(builder)
+    done = spool.get(sub.id)
+    assert done.stages.dependencies.status is StageStatus.ok
+    assert "SEEN='nothing'" in Path(done.environment.script).read_text()
+    # ...and no directory outside nixpkgs and its own, its HOME included.
+    nosy = spool.create(request(shell(body="LISTED = builtins.readDir /home/nixjail;")))
+    one_job(builder)
+    deps = spool.get(nosy.id).stages.dependencies
+    assert deps.status is StageStatus.nonzero_exit
+    assert "access to absolute path '/home/nixjail' is forbidden in restricted mode" \
+        in deps.stderr
+
+
+def test_job_directories_and_cgroups_are_removed(builder, spool: Spool):
+    spool.create(request(shell()))
+    one_job(builder)
+    config: BuilderConfig = builder.config
+    leftovers = [p for p in config.work_dir.iterdir() if p.is_dir()]
+    assert leftovers == []
+    if config.cgroup_parent is not None:
+        import os
+
+        mine = [p for p in config.cgroup_parent.iterdir()
+                if p.is_dir() and p.name.startswith(f"{os.getpid()}-")]
+        assert mine == []
+
+
