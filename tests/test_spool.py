@@ -313,3 +313,23 @@ def test_every_submission_is_in_exactly_one_place(tmp_path_factory: pytest.TempP
                 assert spool.lease_of(submission_id) is not None
         else:
             assert len(places) == 1, (submission_id, status, places)
+
+
+def test_waiting_dependencies_jobs_fall_back_to_the_workers(spool: Spool) -> None:
+    waiting = spool.create(request())
+    building = spool.create(request())
+    assert spool.queued(Queue.dependencies) == [waiting.id, building.id]
+    assert spool.fall_back_to_workers(60) == []
+    spool.lease(Queue.dependencies, "builder")  # takes the oldest: waiting
+    assert spool.fall_back_to_workers(60, now=time.time() + 61) == [building.id]
+    assert spool.queued(Queue.run) == [building.id]
+    assert spool.queued(Queue.dependencies) == []
+    assert spool.leased(Queue.dependencies) == [waiting.id]
+    assert spool.get(building.id).status is SubmissionStatus.queued
+
+
+def test_a_stage_that_errs_ends_the_submission_as_error(spool: Spool) -> None:
+    spool.create(request())
+    lease = spool.lease(Queue.dependencies, "builder")
+    spool.report_stage(lease, "dependencies", StageResult(status="error", stderr="no jail"))
+    assert spool.complete(lease).status is SubmissionStatus.error

@@ -310,8 +310,12 @@ class Submission(BaseModel):
                    created_at=now, updated_at=now, request=request)
 
     def outcome(self) -> SubmissionStatus:
-        """The ended status the stages call for: failed when the environment or
-        the compile step failed, done when run ran, whatever its exit code."""
+        """The ended status the stages call for: error when nixjail itself
+        failed in a stage, failed when the environment or the compile step
+        failed, done when run ran, whatever its exit code."""
+        stages = (self.stages.dependencies, self.stages.compile, self.stages.run)
+        if any(s is not None and s.status is StageStatus.error for s in stages):
+            return SubmissionStatus.error
         deps, comp = self.stages.dependencies, self.stages.compile
         if deps is not None and deps.status not in (StageStatus.ok, StageStatus.skipped):
             return SubmissionStatus.failed

@@ -449,6 +449,33 @@ class Spool:
                     touched.append(submission_id)
         return touched
 
+    def fall_back_to_workers(self, older_than_s: float, *,
+                             now: float | None = None) -> list[str]:
+        """Send dependencies jobs that have waited `older_than_s` to the workers.
+
+        A stopped or stuck cache builder is then a cache miss, never an
+        outage: the worker builds the environment in the submission's own
+        container. The move is a rename, so a builder leasing the job at the
+        same instant wins it or loses it whole.
+        """
+        now = time.time() if now is None else now
+        moved = []
+        for submission_id in self.queued(Queue.dependencies):
+            try:
+                created = self.get(submission_id).created_at.timestamp()
+            except NotFound:
+                continue
+            if now - created < older_than_s:
+                continue
+            try:
+                os.rename(self._queued_dir(Queue.dependencies) / submission_id,
+                          self._queued_dir(Queue.run) / submission_id)
+            except FileNotFoundError:
+                continue  # leased or cancelled meanwhile
+            _fsync_dir(self._queued_dir(Queue.run))
+            moved.append(submission_id)
+        return moved
+
     def _drop_unfinished_creations(self, now: float) -> None:
         """Remove queue entries whose creator died before writing the record."""
         for queue in Queue:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -39,6 +41,7 @@ class Stack:
     runner: subprocess.Popen | None = None
     runner_name: str = ""
     token: str | None = None
+    cache: CacheSetup | None = None
 
     def start_runner(self) -> subprocess.Popen:
         env = {**os.environ, "NIXJAIL_RUNNER_NAME": self.runner_name}
@@ -68,15 +71,22 @@ class Stack:
 
     def submit(self, wait: float = 90, **fields: object) -> dict:
         body = {"shell_nix": SHELL_NIX, **fields}
-        status, submission = self.request("POST", f"/v1/submissions?wait={wait}", body)
+        status, submission = self.request("POST", "/v1/submissions?wait=5", body)
         assert status in (200, 202), submission
+        return self.wait(submission["id"], wait)
+
+    def wait(self, submission_id: str, wait: float = 90) -> dict:
+        """The submission once ended; fails at once if the runner died meanwhile."""
         deadline = time.monotonic() + wait
-        while submission["status"] not in ("done", "failed", "error", "cancelled"):
-            assert time.monotonic() < deadline, submission
+        while True:
             status, submission = self.request(
-                "GET", f"/v1/submissions/{submission['id']}?wait=30")
-            assert status == 200
-        return submission
+                "GET", f"/v1/submissions/{submission_id}?wait=2")
+            assert status == 200, submission
+            if submission["status"] in ("done", "failed", "error", "cancelled"):
+                return submission
+            assert self.runner is None or self.runner.poll() is None, (
+                "the runner died: " + (self.base / "runner.log").read_text()[-3000:])
+            assert time.monotonic() < deadline, submission
 
 
 def wait_for_http(url: str, timeout: float = 20) -> None:
@@ -96,24 +106,58 @@ def our_containers(runner_name: str) -> list:
         all=True, filters={"label": f"org.nixjail.runner={runner_name}"})
 
 
-def start_stack(base: Path, *, remote_runner: bool = False) -> Iterator[Stack]:
+@dataclass
+class CacheSetup:
+    """A cache builder publishing to a signed file:// cache served on loopback,
+    and a worker store of its own that substitutes from it."""
+
+    public_key: str
+    trusted_key: str
+    cache_dir: Path
+    cache_url: str
+    worker_store_root: Path
+    run_cache_builder: bool = True
+    fallback_after_s: float = 120
+
+
+def start_stack(base: Path, *, remote_runner: bool = False,
+                cache: CacheSetup | None = None) -> Iterator[Stack]:
     """API and runner on this host; `remote_runner` makes the runner lease over
-    HTTP with a worker token, as a worker host of its own does."""
+    HTTP with a worker token, as a worker host of its own does; `cache` adds a
+    cache builder, its binary cache and the expiry timer's passes."""
     if not (FIXTURE_NIXPKGS / "bin" / "busybox").exists():
         pytest.fail("the fixture nixpkgs is not prepared: run scripts/bootstrap")
     port = free_port()
     settings_file = base / "settings.toml"
+    # The cache builder's jail runs as an unprivileged uid that must reach its
+    # job's files under the run dir, as it does under /run/nixjail.
+    run_dir = Path(tempfile.mkdtemp(prefix="nixjail-run-"))
+    run_dir.chmod(0o755)
     runner_name = f"test-{base.name}-{os.getpid()}"
     url = f"http://127.0.0.1:{port}"
-    api_auth = runner_remote = ""
+    api_auth = runner_remote = runner_cache = cache_builder = ""
     if remote_runner:
         (base / "tokens").write_text("submitter sub-token\nworker work-token\n")
         (base / "worker-token").write_text("work-token\n")
         api_auth = f'tokens_file = "{base / "tokens"}"'
         runner_remote = f'api_url = "{url}"\napi_token_file = "{base / "worker-token"}"'
+    if cache is not None:
+        runner_cache = (f'store = "local?root={cache.worker_store_root}"\n'
+                        f'caches = ["{cache.cache_url}"]\n'
+                        f'trusted_public_keys = ["{cache.trusted_key}"]\n'
+                        f'gc_roots_dir = "{base / "worker-roots"}"')
+        cache_builder = f"""
+[cache_builder]
+enabled = true
+fallback_after_s = {cache.fallback_after_s}
+idle_exit_s = 600
+nixpkgs = "{FIXTURE_NIXPKGS}"
+roots_dir = "{base / "builder-roots"}"
+publish_to = "file://{cache.cache_dir}?secret-key={base / "cache.sec"}"
+"""
     settings_file.write_text(f"""
 spool_dir = "{base / 'spool'}"
-run_dir = "{base / 'run'}"
+run_dir = "{run_dir}"
 lease_s = 6
 
 [api]
@@ -121,15 +165,32 @@ listen = "127.0.0.1:{port}"
 {api_auth}
 
 [runner]
-kick_socket = "{base / 'run' / 'runner.sock'}"
+kick_socket = "{run_dir / 'runner.sock'}"
 idle_exit_s = 600
 concurrency = 2
 nixpkgs = "{FIXTURE_NIXPKGS}"
 {runner_remote}
+{runner_cache}
+{cache_builder}
 """)
-    log = open(base / "api.log", "ab")  # noqa: SIM115 - lives with the process
-    api = subprocess.Popen([*NIXJAIL, "api", "--settings", str(settings_file)],
-                           stdout=log, stderr=log)
+    processes = []
+
+    def spawn(name: str, argv: list[str]) -> subprocess.Popen:
+        log = open(base / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
+        process = subprocess.Popen(argv, stdout=log, stderr=log)
+        processes.append(process)
+        return process
+
+    spawn("api", [*NIXJAIL, "api", "--settings", str(settings_file)])
+    if cache is not None:
+        # What the systemd timer does every few seconds.
+        spawn("expire-leases", ["bash", "-c", f"while :; do {' '.join(NIXJAIL)} "
+                                f"expire-leases --settings {settings_file}; sleep 0.5; done"])
+        spawn("cache-server", [sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
+                               "--directory", str(cache.cache_dir),
+                               cache.cache_url.rsplit(":", 1)[1]])
+        if cache.run_cache_builder:
+            spawn("cache-builder", [*NIXJAIL, "cache-builder", "--settings", str(settings_file)])
     stack = Stack(base=base, url=url, settings_file=settings_file, runner_name=runner_name,
                   token="sub-token" if remote_runner else None)
     try:
@@ -138,10 +199,30 @@ nixpkgs = "{FIXTURE_NIXPKGS}"
         yield stack
     finally:
         stack.stop_runner()
-        api.terminate()
-        api.wait(timeout=30)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
         for container in our_containers(runner_name):
             container.remove(force=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def cache_setup(base: Path, *, wrong_key: bool = False, **options: object) -> CacheSetup:
+    """A fresh signing key pair and an empty cache dir for one stack."""
+    cache_dir = base / "cache"
+    cache_dir.mkdir()
+    subprocess.run(["nix-store", "--generate-binary-cache-key", "nixjail-test-1",
+                    str(base / "cache.sec"), str(base / "cache.pub")], check=True)
+    public_key = (base / "cache.pub").read_text().strip()
+    trusted_key = public_key
+    if wrong_key:
+        subprocess.run(["nix-store", "--generate-binary-cache-key", "nixjail-test-1",
+                        str(base / "other.sec"), str(base / "other.pub")], check=True)
+        trusted_key = (base / "other.pub").read_text().strip()
+    return CacheSetup(public_key=public_key, trusted_key=trusted_key, cache_dir=cache_dir,
+                      cache_url=f"http://127.0.0.1:{free_port()}",
+                      worker_store_root=base / "worker-store", **options)
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +233,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 def remote_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     yield from start_stack(tmp_path_factory.mktemp("remote"), remote_runner=True)
+
+
+@pytest.fixture(scope="module")
+def cached_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    base = tmp_path_factory.mktemp("cached")
+    stack_cache = cache_setup(base)
+    for stack in start_stack(base, cache=stack_cache):
+        stack.cache = stack_cache
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def wrong_key_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    base = tmp_path_factory.mktemp("wrongkey")
+    yield from start_stack(base, cache=cache_setup(base, wrong_key=True))
+
+
+@pytest.fixture(scope="module")
+def builderless_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    base = tmp_path_factory.mktemp("builderless")
+    yield from start_stack(base, cache=cache_setup(base, run_cache_builder=False,
+                                                   fallback_after_s=2))

@@ -177,7 +177,7 @@ def test_submissions_cannot_see_each_other(stack: Stack) -> None:
     run = run_stage(second)
     assert run["status"] == "ok", run
     assert "secret.txt" not in run["stdout"]
-    status, first = stack.request("GET", f"/v1/submissions/{first_id}?wait=60")
+    first = stack.wait(first_id)
     assert run_stage(first)["stdout"] == "first's secret"
     assert_host_healthy(stack)
 
@@ -197,7 +197,7 @@ def test_runner_killed_mid_run_runs_it_again(stack: Stack) -> None:
     stack.stop_runner(signal.SIGKILL)
     assert our_containers(stack.runner_name), "the container should outlive a killed runner"
     stack.start_runner()
-    _, ended = stack.request("GET", f"/v1/submissions/{submission['id']}?wait=90")
+    ended = stack.wait(submission["id"])
     assert ended["status"] == "done", json.dumps(ended)[:2000]
     assert run_stage(ended)["stdout"] == "survived\n"
     assert ended["attempts"] == 2

@@ -2,7 +2,8 @@
 
 A lease past its deadline (or, once asked, whose holder is gone) sends its
 submission back to the queue with attempts+1; past the maximum attempts the
-submission ends as `error` with the reason.
+submission ends as `error` with the reason. A dependencies job that no cache
+builder finished within `cache_builder.fallback_after_s` goes to the workers.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nixjail.errors import NotFound
+from nixjail.holders import systemd_holder_alive
 from nixjail.models import Submission
 from nixjail.settings import Settings, load_settings
 from nixjail.spool import Spool
@@ -45,9 +47,25 @@ def expire(settings: Settings, *,
     return outcomes
 
 
+def fall_back(settings: Settings) -> list[str]:
+    """Dependencies jobs sent to the workers because no cache builder finished them."""
+    if not settings.cache_builder.enabled:
+        return []
+    return Spool.from_settings(settings).fall_back_to_workers(
+        settings.cache_builder.fallback_after_s)
+
+
 def run(args: argparse.Namespace, *, holder_alive: HolderAlive | None = None) -> int:
-    """Print one line per submission requeued or ended; silence when there was none."""
-    for outcome in expire(load_settings(args.settings), holder_alive=holder_alive):
+    """Print one line per submission requeued, ended or sent to the workers;
+    silence when there was none."""
+    settings = load_settings(args.settings)
+    for submission_id in fall_back(settings):
+        print(f"sent {submission_id} to the workers: no cache builder built its environment "
+              f"within {settings.cache_builder.fallback_after_s:g} s")
+    if holder_alive is None:
+        # Under systemd: also ask it whether each holder's unit invocation runs.
+        holder_alive = systemd_holder_alive()
+    for outcome in expire(settings, holder_alive=holder_alive):
         if isinstance(outcome, str):
             print(f"dropped the lease on {outcome} (its submission is gone)")
         elif outcome.status.ended:

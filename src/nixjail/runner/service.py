@@ -85,7 +85,11 @@ class Runner:
             image=settings.runner.image, runner_name=self.name,
             work_dir_mib=settings.runner.work_dir_mib,
             store_mib=settings.runner.store_mib, cpus=settings.runner.cpus,
-            nixpkgs=settings.runner.nixpkgs, lease_s=settings.lease_s)
+            nixpkgs=settings.runner.nixpkgs, lease_s=settings.lease_s,
+            store=settings.runner.store, caches=tuple(settings.runner.caches),
+            trusted_public_keys=tuple(settings.runner.trusted_public_keys),
+            gc_roots_dir=settings.runner.gc_roots_dir,
+            substitute_timeout_s=settings.runner.substitute_timeout_s)
         self.kicked = threading.Event()
         self.stopping = threading.Event()
 

@@ -8,8 +8,10 @@ every `stage_finished` is written into the submission at once.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +20,12 @@ import docker.errors
 from pydantic import ValidationError
 
 from nixjail import docker as nj_docker
+from nixjail import nix
 from nixjail.client import LeaseSource
 from nixjail.errors import LeaseLost, NixjailError
 from nixjail.models import (
     STAGES,
+    Environment,
     ResolvedLimits,
     ResolvedStageLimits,
     StageResult,
@@ -50,6 +54,11 @@ class WorkerConfig:
     cpus: float
     nixpkgs: Path | None
     lease_s: float
+    store: str = "daemon"
+    caches: tuple[str, ...] = ()
+    trusted_public_keys: tuple[str, ...] = ()
+    gc_roots_dir: Path = Path("/var/lib/nixjail/gcroots/running")
+    substitute_timeout_s: float = 300
 
 
 def container_job(submission: Submission, limits: ResolvedStageLimits,
@@ -62,9 +71,13 @@ def container_job(submission: Submission, limits: ResolvedStageLimits,
             files[name] = {"content": content, "encoding": "utf-8"}
         else:
             files[name] = content.model_dump(mode="json")
-    environment = {"kind": "build", "shell_nix": request.shell_nix,
-                   "nix_path": f"nixpkgs={nixpkgs_in_container}" if nixpkgs_in_container
-                   else ""}
+    if submission.environment is not None:
+        # Built by the cache builders and substituted into the mounted store.
+        environment = {"kind": "prebuilt", "env_script": submission.environment.script}
+    else:
+        environment = {"kind": "build", "shell_nix": request.shell_nix,
+                       "nix_path": f"nixpkgs={nixpkgs_in_container}" if nixpkgs_in_container
+                       else ""}
     return {
         "files": files,
         "compile_sh": request.compile_sh,
@@ -86,7 +99,7 @@ class LeaseKeeper(threading.Thread):
     lease is lost (cancelled, or expired because this host stalled)."""
 
     def __init__(self, source: LeaseSource, lease: Lease, interval_s: float,
-                 on_lost: callable) -> None:
+                 on_lost: Callable[[], None]) -> None:
         super().__init__(name=f"lease-{lease.submission_id}", daemon=True)
         self.source = source
         self.lease = lease
@@ -115,11 +128,79 @@ def run_submission(source: LeaseSource, docker_client: docker.DockerClient,
                    config: WorkerConfig, lease: Lease, submission: Submission,
                    limits: ResolvedStageLimits) -> None:
     """Run one leased submission to its end and complete its lease."""
-    mounts = {}
-    if config.nixpkgs is not None:
-        mounts[config.nixpkgs] = NIXPKGS_IN_CONTAINER
+    error: str | None = None
+    container = None
+    roots: list[Path] = []
+
+    def stop_container() -> None:
+        if container is not None:
+            nj_docker.remove(container)
+
+    keeper = LeaseKeeper(source, lease, config.lease_s / 3, on_lost=stop_container)
+    keeper.start()
+    try:
+        mounts = {}
+        if config.nixpkgs is not None:
+            mounts[config.nixpkgs] = NIXPKGS_IN_CONTAINER
+        if submission.environment is not None:
+            roots = _substitute(config, submission.id, submission.environment)
+            mounts[nix.store_dir(config.store)] = "/nix/store"
+        container = nj_docker.create(docker_client, _container_spec(config, submission,
+                                                                    limits, mounts))
+        channel = nj_docker.InitChannel(container)
+        container.start()
+        channel.send(container_job(submission, limits,
+                                   NIXPKGS_IN_CONTAINER if config.nixpkgs else None))
+        error = _follow(channel, source, keeper, limits, config.work_dir_mib)
+        if error is None and not keeper.lost:
+            status = container.wait(timeout=30)
+            if status.get("StatusCode", 0) != 0:
+                error = f"container init exited with code {status['StatusCode']}"
+    except LeaseLost:
+        keeper.lost = True
+    except NixjailError as exc:
+        error = str(exc)
+    except docker.errors.DockerException as exc:
+        error = f"docker failed: {exc}"
+    finally:
+        keeper.stop()
+        if container is not None:
+            nj_docker.remove(container)
+        for root in roots:
+            nix.remove_gc_root(root)
+    if keeper.lost:
+        return  # cancelled, or requeued for another worker: nothing more to say
+    try:
+        source.complete(keeper.lease, error=error)
+    except LeaseLost as exc:
+        log.info("completing: %s", exc)
+
+
+def _substitute(config: WorkerConfig, submission_id: str,
+                environment: Environment) -> list[Path]:
+    """Make the environment valid in this worker's store, from the cache
+    builders only, and hold it with GC roots while the submission runs."""
+    paths = [environment.inputs, environment.script]
+    config.gc_roots_dir.mkdir(parents=True, exist_ok=True)
+    # Two copies of one path into a store that no daemon guards (a chroot
+    # store) corrupt each other: substitute one submission at a time.
+    with open(config.gc_roots_dir / ".substitute.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        nix.realise_from_cache(paths, store=config.store, caches=config.caches,
+                               public_keys=config.trusted_public_keys,
+                               timeout_s=config.substitute_timeout_s)
+    roots = []
+    for name, path in (("inputs", environment.inputs), ("script", environment.script)):
+        root = config.gc_roots_dir / f"{submission_id}-{name}"
+        nix.add_gc_root(config.store, path, root)
+        roots.append(root)
+    return roots
+
+
+def _container_spec(config: WorkerConfig, submission: Submission, limits: ResolvedStageLimits,
+                    mounts: dict[Path, str]) -> nj_docker.ContainerSpec:
     stage_limits: list[ResolvedLimits] = [getattr(limits, stage) for stage in STAGES]
-    spec = nj_docker.ContainerSpec(
+    return nj_docker.ContainerSpec(
         image=config.image,
         name=f"nixjail-{submission.id}-{submission.attempts}",
         labels={nj_docker.LABEL_RUNNER: config.runner_name,
@@ -132,42 +213,6 @@ def run_submission(source: LeaseSource, docker_client: docker.DockerClient,
         store_mib=config.store_mib,
         read_only_mounts=mounts,
     )
-    error: str | None = None
-    container = None
-    keeper = None
-    try:
-        container = nj_docker.create(docker_client, spec)
-        channel = nj_docker.InitChannel(container)
-        keeper = LeaseKeeper(source, lease, config.lease_s / 3,
-                             on_lost=lambda: nj_docker.remove(container))
-        keeper.start()
-        container.start()
-        channel.send(container_job(submission, limits,
-                                   NIXPKGS_IN_CONTAINER if config.nixpkgs else None))
-        error = _follow(channel, source, keeper, limits, config.work_dir_mib)
-        if keeper.lost:
-            return
-        if error is None:
-            status = container.wait(timeout=30)
-            if status.get("StatusCode", 0) != 0:
-                error = f"container init exited with code {status['StatusCode']}"
-    except LeaseLost:
-        return
-    except NixjailError as exc:
-        error = str(exc)
-    except docker.errors.DockerException as exc:
-        error = f"docker failed: {exc}"
-    finally:
-        if keeper is not None:
-            keeper.stop()
-        if container is not None:
-            nj_docker.remove(container)
-    if keeper is not None and keeper.lost:
-        return
-    try:
-        source.complete(keeper.lease if keeper else lease, error=error)
-    except LeaseLost as exc:
-        log.info("completing: %s", exc)
 
 
 def _follow(channel: nj_docker.InitChannel, source: LeaseSource, keeper: LeaseKeeper,
