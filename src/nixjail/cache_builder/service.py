@@ -16,22 +16,18 @@ import os
 import shutil
 import socket
 import threading
-import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from nixjail import systemd
 from nixjail.cache_builder import cgroup as cg
 from nixjail.cache_builder.build import BuilderConfig, build_environment
 from nixjail.client import LeasedJob, LeaseSource
 from nixjail.errors import LeaseLost, NixjailError
+from nixjail.leasing import LeaseKeeper, serve_jobs
 from nixjail.models import StageStatus, Submission
 from nixjail.settings import Settings
-from nixjail.spool import Lease, Queue, Spool
+from nixjail.spool import Queue, Spool
 
 log = logging.getLogger(__name__)
-
-LEASE_POLL_S = 1.0
-
 
 def builder_name() -> str:
     # Not the bare host name: the runner gives back every lease whose holder
@@ -47,32 +43,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-class LeaseKeeper(threading.Thread):
-    """Renews a job's lease every third of its length until stopped or lost."""
-
-    def __init__(self, source: LeaseSource, lease: Lease, interval_s: float) -> None:
-        super().__init__(name=f"lease-{lease.submission_id}", daemon=True)
-        self.source = source
-        self.lease = lease
-        self.interval_s = interval_s
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.lease = self.source.renew(self.lease)
-            except LeaseLost as exc:
-                log.info("%s", exc)
-                self.lost.set()
-                return
-            except NixjailError as exc:  # the API may be away for a moment
-                log.warning("renewing %s: %s", self.lease.submission_id, exc)
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 class CacheBuilder:
@@ -108,33 +78,10 @@ class CacheBuilder:
         """Lease and build until stopped, or idle for `idle_exit_s` when set."""
         self.clean_up_after_crash()
         systemd.notify("READY=1")
-        idle_exit_s = self.settings.cache_builder.idle_exit_s
-        slots = self.settings.cache_builder.concurrency
-        running: set[Future] = set()
-        idle_since = time.monotonic()
-        with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="build") as pool:
-            while not self.stopping.is_set():
-                running = {f for f in running if not f.done()}
-                if len(running) >= slots:
-                    wait(running, timeout=LEASE_POLL_S, return_when=FIRST_COMPLETED)
-                    continue
-                # Exiting when idle at once: do not wait for a job to come.
-                wait_s = 0 if idle_exit_s == 0 and not running else LEASE_POLL_S
-                try:
-                    leased = self.source.lease(Queue.dependencies, self.holder, wait_s=wait_s)
-                except NixjailError as exc:
-                    log.warning("leasing: %s", exc)
-                    self.stopping.wait(LEASE_POLL_S)
-                    continue
-                if leased is not None:
-                    log.info("building the environment of %s (attempt %d)",
-                             leased.submission.id, leased.submission.attempts)
-                    running.add(pool.submit(self.process, leased))
-                if leased is not None or running:
-                    idle_since = time.monotonic()
-                elif idle_exit_s is not None and time.monotonic() - idle_since >= idle_exit_s:
-                    log.info("idle for %.0f s, exiting", idle_exit_s)
-                    break
+        serve_jobs(self.source, Queue.dependencies, self.holder,
+                   slots=self.settings.cache_builder.concurrency,
+                   idle_exit_s=self.settings.cache_builder.idle_exit_s,
+                   process=self.process, stopping=self.stopping)
         systemd.notify("STOPPING=1")
 
     def process(self, leased: LeasedJob) -> Submission | None:

@@ -8,9 +8,8 @@ import signal
 from pathlib import Path
 
 from nixjail.cache_builder.service import CacheBuilder
-from nixjail.client import Client, LeaseSource, SpoolLeaseSource
+from nixjail.leasing import lease_source
 from nixjail.settings import load_settings
-from nixjail.spool import Spool
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -34,17 +33,8 @@ def run(args: argparse.Namespace) -> int:
     settings = settings.model_copy(update=overrides)
     if args.idle_exit is not None:
         settings.cache_builder.idle_exit_s = args.idle_exit
-    source: LeaseSource
-    spool = None
-    if settings.cache_builder.api_url:
-        # A builder host of its own: it leases from the API over HTTP, and its
-        # predecessor's leases expire there by their deadline.
-        token_file = settings.cache_builder.api_token_file
-        source = Client(settings.cache_builder.api_url,
-                        token_file.read_text().strip() if token_file else None)
-    else:
-        spool = Spool.from_settings(settings)
-        source = SpoolLeaseSource(spool, settings)
+    source, spool = lease_source(settings, settings.cache_builder.api_url,
+                                 settings.cache_builder.api_token_file)
     builder = CacheBuilder(settings, source, spool=spool)
     signal.signal(signal.SIGTERM, lambda *_: builder.stopping.set())
     builder.serve()

@@ -8,10 +8,9 @@ import signal
 from pathlib import Path
 
 from nixjail import docker as nj_docker
-from nixjail.client import Client, LeaseSource, SpoolLeaseSource
+from nixjail.leasing import lease_source
 from nixjail.runner.service import Runner, kick_socket
 from nixjail.settings import load_settings
-from nixjail.spool import Spool
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -37,20 +36,13 @@ def run(args: argparse.Namespace) -> int:
     settings = settings.model_copy(update=overrides)
     if args.idle_exit is not None:
         settings.runner.idle_exit_s = args.idle_exit
-    source: LeaseSource
-    if settings.runner.api_url:
-        # A worker host of its own: it leases from the API over HTTP, and its
-        # predecessor's leases expire there by their deadline.
-        token = (settings.runner.api_token_file.read_text().strip()
-                 if settings.runner.api_token_file else None)
-        spool = None
-        source = Client(settings.runner.api_url, token)
-    else:
-        spool = Spool.from_settings(settings)
-        source = SpoolLeaseSource(spool, settings)
+    source, spool = lease_source(settings, settings.runner.api_url,
+                                 settings.runner.api_token_file)
     runner = Runner(settings, source, nj_docker.client(), spool=spool)
     signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
-    listener = None if args.no_kick_socket else kick_socket(settings.runner.kick_socket)
+    # Only this host's API kicks: a worker host of its own long-polls instead.
+    kicks = not (args.no_kick_socket or settings.runner.api_url)
+    listener = kick_socket(settings.runner.kick_socket) if kicks else None
     try:
         runner.serve(listener)
     finally:

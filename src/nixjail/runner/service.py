@@ -14,24 +14,20 @@ import logging
 import os
 import socket
 import threading
-import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import docker
 
 from nixjail import docker as nj_docker
 from nixjail import systemd
-from nixjail.client import LeaseSource
+from nixjail.client import LeasedJob, LeaseSource
+from nixjail.errors import NixjailError
+from nixjail.leasing import serve_jobs
 from nixjail.runner.worker import WorkerConfig, run_submission
 from nixjail.settings import Settings
 from nixjail.spool import Queue, Spool
 
 log = logging.getLogger(__name__)
-
-# How long to wait for a job between kicks; a kick cuts it short.
-LEASE_POLL_S = 1.0
-
 
 class KickListener(threading.Thread):
     """Accepts connections on the kick socket; each one wakes the lease loop."""
@@ -90,7 +86,6 @@ class Runner:
             trusted_public_keys=tuple(settings.runner.trusted_public_keys),
             gc_roots_dir=settings.runner.gc_roots_dir,
             substitute_timeout_s=settings.runner.substitute_timeout_s)
-        self.kicked = threading.Event()
         self.stopping = threading.Event()
 
     def clean_up_after_crash(self) -> None:
@@ -105,45 +100,28 @@ class Runner:
                 log.info("gave back leases left behind: %s", ", ".join(released))
 
     def serve(self, listener: socket.socket | None = None) -> None:
-        """Lease and run until idle for `idle_exit_s` or asked to stop."""
+        """Lease and run until idle for `idle_exit_s` or asked to stop.
+
+        `listener` is the kick socket of this host's API; without one (a
+        worker host of its own) the runner long-polls its lease source.
+        """
         self.clean_up_after_crash()
+        kicked = None
         if listener is not None:
-            KickListener(listener, self.kicked).start()
+            kicked = threading.Event()
+            KickListener(listener, kicked).start()
         systemd.notify("READY=1")
-        slots = self.settings.runner.concurrency
-        running: set[Future] = set()
-        idle_since = time.monotonic()
-        with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="submission") as pool:
-            while not self.stopping.is_set():
-                running = {f for f in running if not f.done()}
-                if running:
-                    idle_since = time.monotonic()
-                elif time.monotonic() - idle_since >= self.settings.runner.idle_exit_s:
-                    log.info("idle for %.0f s, exiting", self.settings.runner.idle_exit_s)
-                    break
-                if len(running) >= slots:
-                    self._wait_for_slot(running)
-                    continue
-                leased = self.source.lease(Queue.run, self.holder)
-                if leased is None:
-                    self.kicked.wait(LEASE_POLL_S)
-                    self.kicked.clear()
-                    continue
-                lease, submission, limits = leased
-                log.info("running %s (attempt %d)", submission.id, submission.attempts)
-                running.add(pool.submit(self._run_one, lease, submission, limits))
+        serve_jobs(self.source, Queue.run, self.holder,
+                   slots=self.settings.runner.concurrency,
+                   idle_exit_s=self.settings.runner.idle_exit_s,
+                   process=self._run_one, stopping=self.stopping, kicked=kicked)
         systemd.notify("STOPPING=1")
 
-    @staticmethod
-    def _wait_for_slot(running: set[Future]) -> None:
-        from concurrent.futures import FIRST_COMPLETED, wait
-
-        wait(running, timeout=LEASE_POLL_S, return_when=FIRST_COMPLETED)
-
-    def _run_one(self, lease, submission, limits) -> None:
+    def _run_one(self, leased: LeasedJob) -> None:
+        lease, submission, limits = leased
         try:
             run_submission(self.source, self.docker, self.config, lease, submission, limits)
         except Exception:
             log.exception("running %s failed", submission.id)
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(NixjailError):
                 self.source.release(lease, "the runner failed while running it")

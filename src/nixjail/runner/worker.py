@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from nixjail import docker as nj_docker
 from nixjail import nix
 from nixjail.client import LeaseSource
 from nixjail.errors import LeaseLost, NixjailError
+from nixjail.leasing import LeaseKeeper
 from nixjail.models import (
     STAGES,
     Environment,
@@ -94,36 +93,6 @@ def overall_deadline_s(limits: ResolvedStageLimits) -> float:
     return sum(getattr(limits, stage).wall_time_s for stage in STAGES) + DEADLINE_SLACK_S
 
 
-class LeaseKeeper(threading.Thread):
-    """Renews a lease while its container runs; stops the container when the
-    lease is lost (cancelled, or expired because this host stalled)."""
-
-    def __init__(self, source: LeaseSource, lease: Lease, interval_s: float,
-                 on_lost: Callable[[], None]) -> None:
-        super().__init__(name=f"lease-{lease.submission_id}", daemon=True)
-        self.source = source
-        self.lease = lease
-        self.interval_s = interval_s
-        self.on_lost = on_lost
-        self.lost = False
-        self._stop = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.lease = self.source.renew(self.lease)
-            except LeaseLost as exc:
-                log.info("%s", exc)
-                self.lost = True
-                self.on_lost()
-                return
-            except NixjailError as exc:  # the API may be briefly away; try again
-                log.warning("renewing %s: %s", self.lease.submission_id, exc)
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
 def run_submission(source: LeaseSource, docker_client: docker.DockerClient,
                    config: WorkerConfig, lease: Lease, submission: Submission,
                    limits: ResolvedStageLimits) -> None:
@@ -152,12 +121,12 @@ def run_submission(source: LeaseSource, docker_client: docker.DockerClient,
         channel.send(container_job(submission, limits,
                                    NIXPKGS_IN_CONTAINER if config.nixpkgs else None))
         error = _follow(channel, source, keeper, limits, config.work_dir_mib)
-        if error is None and not keeper.lost:
+        if error is None and not keeper.lost.is_set():
             status = container.wait(timeout=30)
             if status.get("StatusCode", 0) != 0:
                 error = f"container init exited with code {status['StatusCode']}"
     except LeaseLost:
-        keeper.lost = True
+        keeper.lost.set()
     except NixjailError as exc:
         error = str(exc)
     except docker.errors.DockerException as exc:
@@ -168,7 +137,7 @@ def run_submission(source: LeaseSource, docker_client: docker.DockerClient,
             nj_docker.remove(container)
         for root in roots:
             nix.remove_gc_root(root)
-    if keeper.lost:
+    if keeper.lost.is_set():
         return  # cancelled, or requeued for another worker: nothing more to say
     try:
         source.complete(keeper.lease, error=error)
@@ -242,7 +211,7 @@ def _follow(channel: nj_docker.InitChannel, source: LeaseSource, keeper: LeaseKe
             return f"container init failed: {event.get('error', 'no reason given')}"
         elif kind == "finished":
             return None
-    if keeper.lost:
+    if keeper.lost.is_set():
         return None
     missing = [stage for stage in STAGES if stage not in reported]
     return ("container init stopped before it finished"
