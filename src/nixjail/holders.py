@@ -34,6 +34,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 RUNNER_NAME_ENV = "NIXJAIL_RUNNER_NAME"
+BUILDER_NAME_ENV = "NIXJAIL_CACHE_BUILDER_NAME"
 SYSTEM_BUS_ENV = "DBUS_SYSTEM_BUS_ADDRESS"
 DEFAULT_SYSTEM_BUS = "unix:path=/run/dbus/system_bus_socket"
 SYSTEMD = "org.freedesktop.systemd1"
@@ -74,12 +75,20 @@ def holder(name: str) -> str:
     return str(Holder(name, os.getpid(), invocation or None))
 
 
+def runner_name() -> str:
+    """The name this host's runner leases under."""
+    return os.environ.get(RUNNER_NAME_ENV) or socket.gethostname()
+
+
+def builder_name() -> str:
+    """The name this host's cache builder leases under. Not the bare host
+    name: a starting runner gives back every lease of `RUNNER_NAME/…`."""
+    return os.environ.get(BUILDER_NAME_ENV) or f"cache-builder@{socket.gethostname()}"
+
+
 def local_names() -> frozenset[str]:
-    """The names this host's runners take: the host name and NIXJAIL_RUNNER_NAME."""
-    names = {socket.gethostname()}
-    if os.environ.get(RUNNER_NAME_ENV):
-        names.add(os.environ[RUNNER_NAME_ENV])
-    return frozenset(names)
+    """The names this host's runner and cache builder take."""
+    return frozenset({socket.gethostname(), runner_name(), builder_name()})
 
 
 class Systemd:

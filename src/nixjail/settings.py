@@ -61,7 +61,10 @@ class RunnerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     concurrency: int = Field(default=2, gt=0, description="Submissions run at once")
-    idle_exit_s: float = Field(default=30, ge=0, description="Exit after this long idle")
+    idle_exit_s: float | None = Field(
+        default=30, ge=0,
+        description="Exit after this long idle (the socket starts it again); none runs "
+        "until stopped, as a worker host of its own that leases over HTTP does")
     image: str = Field(default="nixjail-runner:latest")
     kick_socket: Path = Field(default=Path("/run/nixjail/runner.sock"))
     work_dir_mib: int = Field(default=256, gt=0, description="Size of the writable work dir")

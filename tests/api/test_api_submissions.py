@@ -154,7 +154,7 @@ def test_list_filters_by_status(api: Api) -> None:
 
 
 def test_submit_kicks_the_runner_socket(make_api, tmp_path: Path) -> None:
-    from nixjail.api.kick import runner_kicker
+    from nixjail.kick import runner_kicker
 
     path = tmp_path / "runner.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:

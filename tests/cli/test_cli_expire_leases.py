@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -64,3 +65,30 @@ def test_unreadable_settings_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr == (f"nixjail: settings: cannot read {tmp_path / 'missing.toml'}: "
                            "No such file or directory\n")
+
+
+def test_requeueing_kicks_the_runner(tmp_path: Path) -> None:
+    settings = write_settings(tmp_path, extra="lease_s = 0.2")
+    spool, submission_id = expired_lease(settings)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as runner_socket:
+        runner_socket.bind(str(tmp_path / "run" / "runner.sock"))
+        runner_socket.listen(4)
+        runner_socket.settimeout(10)
+        done = nixjail("expire-leases", "--settings", settings)
+        assert done.returncode == 0, done.stderr
+        connection, _ = runner_socket.accept()  # the kick; times out without one
+        connection.close()
+    assert spool.queued(Queue.run) == [submission_id]
+
+
+def test_waiting_dependencies_jobs_go_to_the_workers(tmp_path: Path) -> None:
+    settings = write_settings(
+        tmp_path, extra="[cache_builder]\nenabled = true\nfallback_after_s = 0.2")
+    spool = Spool.from_settings(load_settings(settings))
+    submission = spool.create(REQUEST)
+    assert spool.queued(Queue.dependencies) == [submission.id]
+    time.sleep(0.3)
+    done = nixjail("expire-leases", "--settings", settings)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"sent {submission.id} to the workers")
+    assert spool.queued(Queue.run) == [submission.id]

@@ -35,7 +35,11 @@ def test_holder_of_this_process(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_local_names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NIXJAIL_RUNNER_NAME", "runner-a")
-    assert holders.local_names() == {os.uname().nodename, "runner-a"}
+    monkeypatch.delenv("NIXJAIL_CACHE_BUILDER_NAME", raising=False)
+    host = os.uname().nodename
+    assert holders.local_names() == {host, "runner-a", f"cache-builder@{host}"}
+    monkeypatch.setenv("NIXJAIL_CACHE_BUILDER_NAME", "builder-b")
+    assert holders.local_names() == {host, "runner-a", "builder-b"}
 
 
 def dead_pid() -> int:

@@ -106,7 +106,7 @@ def test_a_submission_kicks_the_runner_which_leases_it(machine: SystemdMachine) 
     submission = machine.wait(ended, timeout=20, what="the runner to take the submission")
     # The runner was not running: the API's kick started it.
     assert machine.show("nixjail-runner.service", "NRestarts")["NRestarts"] == "0"
-    assert f"running {submission_id}" in machine.journal("nixjail-runner.service")
+    assert f"run job of {submission_id}" in machine.journal("nixjail-runner.service")
     assert submission["attempts"] == 1
     # The stand-in runs no container: the runner reports that as nixjail's failure.
     assert submission["status"] == "error" and "docker" in submission["error"]

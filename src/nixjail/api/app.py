@@ -14,11 +14,11 @@ from prometheus_client import CollectorRegistry
 from nixjail.api import errors
 from nixjail.api.auth import AuthMiddleware, TokenFile
 from nixjail.api.health import HealthResource
-from nixjail.api.kick import runner_kicker
 from nixjail.api.leases import LeaseCollection, LeaseItem
 from nixjail.api.metrics import ApiMetrics, MetricsMiddleware, MetricsResource
 from nixjail.api.openapi import OpenApiResource
 from nixjail.api.submissions import SubmissionCollection, SubmissionItem
+from nixjail.kick import runner_kicker
 from nixjail.settings import Settings
 from nixjail.spool import Spool
 

@@ -14,10 +14,9 @@ import contextlib
 import logging
 import os
 import shutil
-import socket
 import threading
 
-from nixjail import systemd
+from nixjail import holders, systemd
 from nixjail.cache_builder import cgroup as cg
 from nixjail.cache_builder.build import BuilderConfig, build_environment
 from nixjail.client import LeasedJob, LeaseSource
@@ -28,12 +27,6 @@ from nixjail.settings import Settings
 from nixjail.spool import Queue, Spool
 
 log = logging.getLogger(__name__)
-
-def builder_name() -> str:
-    # Not the bare host name: the runner gives back every lease whose holder
-    # starts with "HOSTNAME/" when it starts.
-    return os.environ.get("NIXJAIL_CACHE_BUILDER_NAME") or f"cache-builder@{socket.gethostname()}"
-
 
 def _alive(pid: int) -> bool:
     try:
@@ -50,10 +43,10 @@ class CacheBuilder:
                  spool: Spool | None = None, config: BuilderConfig | None = None) -> None:
         self.settings = settings
         self.source = source
-        self.name = name or builder_name()
+        self.name = name or holders.builder_name()
         # One holder per process, so a restarted builder can tell its
         # predecessor's leases from its own.
-        self.holder = f"{self.name}/{os.getpid()}"
+        self.holder = holders.holder(self.name)
         self.spool = spool
         self.config = config or BuilderConfig.from_settings(settings)
         self.stopping = threading.Event()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from nixjail.errors import NotFound
 from nixjail.holders import systemd_holder_alive
+from nixjail.kick import runner_kicker
 from nixjail.models import Submission
 from nixjail.settings import Settings, load_settings
 from nixjail.spool import Spool
@@ -59,7 +60,9 @@ def run(args: argparse.Namespace, *, holder_alive: HolderAlive | None = None) ->
     """Print one line per submission requeued, ended or sent to the workers;
     silence when there was none."""
     settings = load_settings(args.settings)
+    queued_again = False
     for submission_id in fall_back(settings):
+        queued_again = True
         print(f"sent {submission_id} to the workers: no cache builder built its environment "
               f"within {settings.cache_builder.fallback_after_s:g} s")
     if holder_alive is None:
@@ -71,5 +74,9 @@ def run(args: argparse.Namespace, *, holder_alive: HolderAlive | None = None) ->
         elif outcome.status.ended:
             print(f"ended {outcome.id} as {outcome.status}: {outcome.error}")
         else:
+            queued_again = True
             print(f"requeued {outcome.id} ({outcome.status}, attempt {outcome.attempts} done)")
+    if queued_again:
+        # After a reboot nothing else would start the runner for these jobs.
+        runner_kicker(settings.runner.kick_socket)()
     return 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import socket
 import threading
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import docker
 
 from nixjail import docker as nj_docker
-from nixjail import systemd
+from nixjail import holders, systemd
 from nixjail.client import LeasedJob, LeaseSource
 from nixjail.errors import NixjailError
 from nixjail.leasing import serve_jobs
@@ -61,10 +60,6 @@ def kick_socket(path: Path) -> socket.socket:
     return listener
 
 
-def runner_name() -> str:
-    return os.environ.get("NIXJAIL_RUNNER_NAME") or socket.gethostname()
-
-
 class Runner:
     def __init__(self, settings: Settings, source: LeaseSource,
                  docker_client: docker.DockerClient, *, name: str | None = None,
@@ -72,10 +67,11 @@ class Runner:
         self.settings = settings
         self.source = source
         self.docker = docker_client
-        self.name = name or runner_name()
-        # One holder per process: leases of an earlier process of this runner
-        # are recognisably not ours and are given back on start.
-        self.holder = f"{self.name}/{os.getpid()}"
+        self.name = name or holders.runner_name()
+        # One holder per process (and unit invocation): leases of an earlier
+        # process of this runner are recognisably not ours and are given
+        # back on start.
+        self.holder = holders.holder(self.name)
         self.spool = spool
         self.config = WorkerConfig(
             image=settings.runner.image, runner_name=self.name,
