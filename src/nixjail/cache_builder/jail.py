@@ -2,7 +2,7 @@
 
 The jail (nsjail, one run per job) holds only what evaluating a shell.nix
 needs: read-only system directories and `/nix/store`, the nix-daemon's socket,
-the configured nixpkgs, the submission's `shell.nix` at `/job`, an empty
+the configured nixpkgs at `/nixpkgs`, the submission's `shell.nix` at `/job`, an empty
 tmpfs HOME and `/tmp` of its own, a writable `/out` for the results, and no
 network. It runs as a non-root uid outside, so the nix-daemon treats it as an
 untrusted user; Nix evaluates in restricted mode (`restrict-eval`,
@@ -39,6 +39,7 @@ JOB_DIR = "/job"  # the submission's shell.nix, read-only
 OUT_DIR = "/out"  # what the client leaves for the cache builder
 TOOLS_DIR = "/nixjail"  # the build script, read-only
 DAEMON_SOCKET_DIR = "/nix/var/nix/daemon-socket"
+NIXPKGS_DIR = "/nixpkgs"
 SYSTEM_DIRS = ("/bin", "/usr", "/lib", "/lib64", "/lib32", "/libx32")
 # Two shells (nsjail's child and the script) beside what the limit allows.
 WRAPPER_PROCESSES = 2
@@ -141,6 +142,11 @@ def prepare_job_dir(job_dir: Path, shell_nix: str, config: JailConfig) -> None:
     os.chown(out, config.outside_uid, config.outside_gid)
 
 
+def _nixpkgs_in_jail(nixpkgs: Path) -> str:
+    """Where the jail sees the configured nixpkgs: a store path as it is."""
+    return str(nixpkgs) if str(nixpkgs).startswith("/nix/store/") else NIXPKGS_DIR
+
+
 def nsjail_command(config: JailConfig, job_dir: Path, limits: ResolvedLimits, *,
                    cgroup_limited: bool, command: list[str] | None = None) -> list[str]:
     """The nsjail argv of one job (`command` replaces the build script, for tests)."""
@@ -173,7 +179,9 @@ def nsjail_command(config: JailConfig, job_dir: Path, limits: ResolvedLimits, *,
     argv += ["--bindmount_ro", "/nix/store"]
     argv += ["--bindmount_ro", f"{config.daemon_socket_dir}:{DAEMON_SOCKET_DIR}"]
     if config.nixpkgs is not None and not str(config.nixpkgs).startswith("/nix/store/"):
-        argv += ["--bindmount_ro", str(config.nixpkgs)]
+        # At a fixed place: its own path may lie under a directory the jail
+        # mounts over (a nixpkgs checkout under /tmp would vanish there).
+        argv += ["--bindmount_ro", f"{config.nixpkgs}:{NIXPKGS_DIR}"]
     argv += ["--bindmount_ro", f"{job_dir / 'etc'}:/etc"]
     argv += ["--bindmount_ro", f"{job_dir / 'job'}:{JOB_DIR}"]
     argv += ["--bindmount_ro", f"{job_dir / 'tools'}:{TOOLS_DIR}"]
@@ -198,7 +206,7 @@ def nsjail_command(config: JailConfig, job_dir: Path, limits: ResolvedLimits, *,
         "TMPDIR": "/tmp",
         "NIX_REMOTE": "daemon",
         "NIX_CONF_DIR": "/etc/nix",
-        "NIX_PATH": f"nixpkgs={config.nixpkgs}" if config.nixpkgs else "",
+        "NIX_PATH": f"nixpkgs={_nixpkgs_in_jail(config.nixpkgs)}" if config.nixpkgs else "",
         "NIXJAIL_NIX_BIN": str(nix_bin),
         "GC_INITIAL_HEAP_SIZE": str(min(MAX_INITIAL_HEAP, memory_bytes // 4)),
     }
