@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import socket
@@ -94,7 +95,10 @@ class ApiServer:
         self._stop.set()
         for dispatcher in list(self._map.values()):
             if isinstance(dispatcher, BaseWSGIServer):
-                dispatcher.pull_trigger()  # wake the loop now, not at its timeout
+                # Wake the loop now, not at its timeout. The loop may have seen
+                # the flag and closed the trigger already: then it is awake.
+                with contextlib.suppress(OSError):
+                    dispatcher.pull_trigger()
 
 
 def _describe(sock: socket.socket) -> str:
