@@ -2,16 +2,14 @@
 
 Each subcommand lives in its own module exposing `add_parser(subparsers)`,
 which sets `func(args) -> int` as the parser's default. Only the module of
-the subcommand being run is imported (the services pull in heavy libraries a
-submitter does not need), and a subcommand whose module is not installed is
-simply not offered.
+the subcommand being run is imported: the services pull in heavy libraries a
+submitter does not need.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -31,13 +29,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _available(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
-
 def _chosen(argv: Sequence[str]) -> str | None:
     # The top-level parser takes no option with a value, so the first word
     # that is not an option names the subcommand.
@@ -53,8 +44,6 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = _chosen(argv)
     for name, (module, summary) in COMMANDS.items():
-        if not _available(module):
-            continue
         if name == chosen:
             importlib.import_module(module).add_parser(subparsers)
         else:
