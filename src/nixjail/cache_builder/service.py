@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import threading
 
@@ -27,16 +26,6 @@ from nixjail.settings import Settings
 from nixjail.spool import Queue, Spool
 
 log = logging.getLogger(__name__)
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 class CacheBuilder:
     def __init__(self, settings: Settings, source: LeaseSource, *, name: str | None = None,
@@ -54,12 +43,12 @@ class CacheBuilder:
     def clean_up_after_crash(self) -> None:
         """Stop what a crashed predecessor left building and give back its leases."""
         if self.config.cgroup_parent is not None:
-            for path in cg.sweep(self.config.cgroup_parent, _alive):
+            for path in cg.sweep(self.config.cgroup_parent, holders.pid_exists):
                 log.info("stopped the leftover build in %s", path)
         if self.config.work_dir.is_dir():
             for job_dir in self.config.work_dir.iterdir():
                 owner = job_dir.name.partition("-")[0]
-                if job_dir.is_dir() and owner.isdigit() and not _alive(int(owner)):
+                if job_dir.is_dir() and owner.isdigit() and not holders.pid_exists(int(owner)):
                     shutil.rmtree(job_dir, ignore_errors=True)
         if self.spool is not None:
             released = self.spool.release_held_by(

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
+from nixjail.cli.options import add_settings_options, log_to_stderr, settings_from
 from nixjail.errors import NixjailError
-from nixjail.settings import load_settings
 from nixjail.spool import Spool
 
 
@@ -22,13 +20,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--settings", type=Path, metavar="FILE",
-                        help="settings TOML (default: $NIXJAIL_SETTINGS, else built-in)")
+    add_settings_options(parser)
     parser.add_argument("--listen", metavar="HOST:PORT",
                         help="address when systemd passes no socket")
-    parser.add_argument("--spool", type=Path, metavar="DIR", help="the spool directory")
-    parser.add_argument("--run-dir", type=Path, metavar="DIR",
-                        help="the runtime directory (leases)")
     parser.set_defaults(func=run)
 
 
@@ -36,12 +30,8 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: `nixjail --help` should not pay for falcon and waitress.
     from nixjail.api.server import serve
 
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    settings = load_settings(args.settings)
-    update = {key: value for key, value in
-              (("spool_dir", args.spool), ("run_dir", args.run_dir)) if value is not None}
-    settings = settings.model_copy(update=update)
+    log_to_stderr()
+    settings = settings_from(args)
     return serve(settings, Spool.from_settings(settings), listen=args.listen)
 
 

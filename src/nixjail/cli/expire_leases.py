@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from pathlib import Path
 
+from nixjail.cli.options import add_settings_options
 from nixjail.errors import NotFound
 from nixjail.holders import systemd_holder_alive
 from nixjail.kick import runner_kicker
@@ -30,8 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "expire-leases", help="requeue submissions whose lease expired (one pass)",
         description="Requeue every submission whose lease is past its deadline; past "
         "the maximum attempts, end it as error. One pass, for a systemd timer.")
-    parser.add_argument("--settings", metavar="FILE", type=Path,
-                        help="settings TOML (default: $NIXJAIL_SETTINGS, else built-in)")
+    add_settings_options(parser, dirs=False)
     parser.set_defaults(func=run)
 
 

@@ -9,9 +9,9 @@ Run it from a timer.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from nixjail import nix
+from nixjail.cli.options import add_settings_options
 from nixjail.settings import load_settings
 
 
@@ -20,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "gc", help="remove old environment roots and collect the Nix store's garbage",
         description="Remove nixjail's GC roots older than gc.root_max_age_s, then run the "
         "Nix garbage collector on gc.store (optionally only up to gc.max_freed_mib).")
-    parser.add_argument("--settings", type=Path, help="settings TOML file")
+    add_settings_options(parser, dirs=False)
     parser.add_argument("--max-age", type=float, metavar="S",
                         help="remove roots older than S seconds (overrides settings)")
     parser.add_argument("--max-freed", type=int, metavar="MIB",
