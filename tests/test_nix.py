@@ -30,15 +30,15 @@ from nixjail.errors import ToolError
 FIXTURE_NIXPKGS = Path(__file__).resolve().parent / "fixtures" / "nixpkgs"
 
 
-def _nix_ready() -> bool:
-    if os.geteuid() != 0 or shutil.which("nix-build") is None:
-        return False
-    return (FIXTURE_NIXPKGS / "bin" / "busybox").exists()
+pytestmark = [pytest.mark.nix]
 
 
-pytestmark = [pytest.mark.nix,
-              pytest.mark.skipif(not _nix_ready(), reason="needs root, nix and the fixture "
-                                 "nixpkgs (scripts/bootstrap)")]
+@pytest.fixture(autouse=True)
+def _nix_ready() -> None:
+    # scripts/bootstrap provides these: fail, never skip, when one is missing.
+    assert os.geteuid() == 0, "these tests need root"
+    assert shutil.which("nix-build"), "nix is not installed (scripts/bootstrap)"
+    assert (FIXTURE_NIXPKGS / "bin" / "busybox").exists(), "run scripts/bootstrap"
 
 
 class _Quiet(SimpleHTTPRequestHandler):

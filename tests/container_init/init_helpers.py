@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 INIT = REPO / "container_init" / "nixjail_init.py"
 sys.path.insert(0, str(REPO / "container_init"))
@@ -32,9 +30,9 @@ def find_nsjail() -> str | None:
 
 NSJAIL = find_nsjail()
 
-needs_jail = pytest.mark.skipif(
-    NSJAIL is None or os.geteuid() != 0, reason="needs nsjail and root"
-)
+def require_jail() -> None:
+    """scripts/bootstrap installs nsjail; its absence fails, never skips."""
+    assert NSJAIL is not None and os.geteuid() == 0, "needs nsjail (scripts/bootstrap) and root"
 
 
 def limits(**overrides: Any) -> dict[str, Any]:

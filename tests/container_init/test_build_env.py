@@ -7,19 +7,18 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from init_helpers import limits, make_job, needs_jail
+from init_helpers import limits, make_job, require_jail
 
 HERE = Path(__file__).parent
 STATIC_BASH = shutil.which("bash-static")
 STATIC_BUSYBOX = "/bin/busybox"
 
-pytestmark = [
-    needs_jail,
-    pytest.mark.skipif(
-        not (shutil.which("nix") and STATIC_BASH and Path(STATIC_BUSYBOX).exists()),
-        reason="needs nix, bash-static and a static busybox",
-    ),
-]
+@pytest.fixture(autouse=True)
+def _tools() -> None:
+    # scripts/bootstrap installs these: their absence fails, never skips.
+    require_jail()
+    assert shutil.which("nix") and STATIC_BASH and Path(STATIC_BUSYBOX).exists(), (
+        "needs nix, bash-static and a static busybox (scripts/bootstrap)")
 
 SHELL_NIX = """{ pkgs ? import <nixpkgs> {} }:
 pkgs.mkShell { packages = [ pkgs.tools ]; shellHook = "export FROM_HOOK=yes"; }

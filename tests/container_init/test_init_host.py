@@ -12,9 +12,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from init_helpers import REPO, make_job, needs_jail, read_event
+from init_helpers import REPO, make_job, read_event, require_jail
 
-pytestmark = needs_jail
+
+@pytest.fixture(autouse=True)
+def _jail() -> None:
+    require_jail()
 
 
 def test_hello_world(run_init):
