@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from http.client import HTTPException
 from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
@@ -101,11 +102,20 @@ class LeaseSource(Protocol):
 
 class SpoolLeaseSource:
     """The local spool as a `LeaseSource`: leasing also reads the submission and
-    resolves its limits, as the API does for remote workers."""
+    resolves its limits, as the API does for remote workers; `kick` wakes this
+    host's runner when a job goes back to a queue, as the API's lease
+    endpoints do."""
 
-    def __init__(self, spool: Spool, settings: Settings) -> None:
+    def __init__(self, spool: Spool, settings: Settings,
+                 kick: Callable[[], None] | None = None) -> None:
         self.spool = spool
         self.settings = settings
+        self.kick = kick
+
+    def _requeued(self, submission: Submission) -> Submission:
+        if self.kick is not None and submission.status is SubmissionStatus.queued:
+            self.kick()  # its next job (a run job, mostly) waits for a worker
+        return submission
 
     def lease(self, queue: Queue, holder: str, wait_s: float = 0) -> LeasedJob | None:
         lease = self.spool.lease(queue, holder, wait_s=wait_s)
@@ -122,10 +132,11 @@ class SpoolLeaseSource:
 
     def complete(self, lease: Lease, error: str | None = None,
                  environment: Environment | None = None) -> Submission:
-        return self.spool.complete(lease, error=error, environment=environment)
+        return self._requeued(
+            self.spool.complete(lease, error=error, environment=environment))
 
     def release(self, lease: Lease, reason: str) -> Submission:
-        return self.spool.release(lease, reason)
+        return self._requeued(self.spool.release(lease, reason))
 
 
 def _error_from(status: int, reason: str, body: bytes) -> ApiError:

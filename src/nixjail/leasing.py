@@ -16,6 +16,7 @@ from pathlib import Path
 
 from nixjail.client import Client, LeasedJob, LeaseSource, SpoolLeaseSource
 from nixjail.errors import LeaseLost, NixjailError
+from nixjail.kick import runner_kicker
 from nixjail.settings import Settings
 from nixjail.spool import Lease, Queue, Spool
 
@@ -34,7 +35,7 @@ def lease_source(settings: Settings, api_url: str | None,
         token = api_token_file.read_text().strip() if api_token_file else None
         return Client(api_url, token), None
     spool = Spool.from_settings(settings)
-    return SpoolLeaseSource(spool, settings), spool
+    return SpoolLeaseSource(spool, settings, kick=runner_kicker(settings.runner.kick_socket)), spool
 
 
 class LeaseKeeper(threading.Thread):
