@@ -22,7 +22,7 @@ from nixjail import holders, systemd
 from nixjail.client import LeasedJob, LeaseSource
 from nixjail.errors import NixjailError
 from nixjail.leasing import serve_jobs
-from nixjail.runner.worker import WorkerConfig, run_submission
+from nixjail.runner.worker import run_submission
 from nixjail.settings import Settings
 from nixjail.spool import Queue, Spool
 
@@ -73,15 +73,6 @@ class Runner:
         # back on start.
         self.holder = holders.holder(self.name)
         self.spool = spool
-        self.config = WorkerConfig(
-            image=settings.runner.image, runner_name=self.name,
-            work_dir_mib=settings.runner.work_dir_mib,
-            store_mib=settings.runner.store_mib, cpus=settings.runner.cpus,
-            nixpkgs=settings.runner.nixpkgs, lease_s=settings.lease_s,
-            store=settings.runner.store, caches=tuple(settings.runner.caches),
-            trusted_public_keys=tuple(settings.runner.trusted_public_keys),
-            gc_roots_dir=settings.runner.gc_roots_dir,
-            substitute_timeout_s=settings.runner.substitute_timeout_s)
         self.stopping = threading.Event()
 
     def clean_up_after_crash(self) -> None:
@@ -114,10 +105,9 @@ class Runner:
         systemd.notify("STOPPING=1")
 
     def _run_one(self, leased: LeasedJob) -> None:
-        lease, submission, limits = leased
         try:
-            run_submission(self.source, self.docker, self.config, lease, submission, limits)
+            run_submission(self.source, self.docker, self.settings, self.name, leased)
         except Exception:
-            log.exception("running %s failed", submission.id)
+            log.exception("running %s failed", leased.submission.id)
             with contextlib.suppress(NixjailError):
-                self.source.release(lease, "the runner failed while running it")
+                self.source.release(leased.lease, "the runner failed while running it")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import docker
@@ -19,7 +18,7 @@ from pydantic import ValidationError
 
 from nixjail import docker as nj_docker
 from nixjail import nix
-from nixjail.client import LeaseSource
+from nixjail.client import LeasedJob, LeaseSource
 from nixjail.errors import LeaseLost, NixjailError
 from nixjail.leasing import LeaseKeeper
 from nixjail.models import (
@@ -30,7 +29,7 @@ from nixjail.models import (
     StageResult,
     Submission,
 )
-from nixjail.spool import Lease
+from nixjail.settings import RunnerSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +41,6 @@ NSJAIL_MEMORY_MIB = 16
 INIT_PROCESSES = 16
 # Time for container init to start, write files and report, beyond the stages.
 DEADLINE_SLACK_S = 30
-
-
-@dataclass
-class WorkerConfig:
-    image: str
-    runner_name: str
-    work_dir_mib: int
-    store_mib: int
-    cpus: float
-    nixpkgs: Path | None
-    lease_s: float
-    store: str = "daemon"
-    caches: tuple[str, ...] = ()
-    trusted_public_keys: tuple[str, ...] = ()
-    gc_roots_dir: Path = Path("/var/lib/nixjail/gcroots/running")
-    substitute_timeout_s: float = 300
 
 
 def container_job(submission: Submission, limits: ResolvedStageLimits,
@@ -94,9 +77,10 @@ def overall_deadline_s(limits: ResolvedStageLimits) -> float:
 
 
 def run_submission(source: LeaseSource, docker_client: docker.DockerClient,
-                   config: WorkerConfig, lease: Lease, submission: Submission,
-                   limits: ResolvedStageLimits) -> None:
+                   settings: Settings, runner_name: str, leased: LeasedJob) -> None:
     """Run one leased submission to its end and complete its lease."""
+    lease, submission, limits = leased
+    config = settings.runner
     error: str | None = None
     container = None
     roots: list[Path] = []
@@ -105,7 +89,7 @@ def run_submission(source: LeaseSource, docker_client: docker.DockerClient,
         if container is not None:
             nj_docker.remove(container)
 
-    keeper = LeaseKeeper(source, lease, config.lease_s / 3, on_lost=stop_container)
+    keeper = LeaseKeeper(source, lease, settings.lease_s / 3, on_lost=stop_container)
     keeper.start()
     try:
         mounts = {}
@@ -114,8 +98,8 @@ def run_submission(source: LeaseSource, docker_client: docker.DockerClient,
         if submission.environment is not None:
             roots = _substitute(config, submission.id, submission.environment)
             mounts[nix.store_dir(config.store)] = "/nix/store"
-        container = nj_docker.create(docker_client, _container_spec(config, submission,
-                                                                    limits, mounts))
+        container = nj_docker.create(
+            docker_client, _container_spec(config, runner_name, submission, limits, mounts))
         channel = nj_docker.InitChannel(container)
         container.start()
         channel.send(container_job(submission, limits,
@@ -145,7 +129,7 @@ def run_submission(source: LeaseSource, docker_client: docker.DockerClient,
         log.info("completing: %s", exc)
 
 
-def _substitute(config: WorkerConfig, submission_id: str,
+def _substitute(config: RunnerSettings, submission_id: str,
                 environment: Environment) -> list[Path]:
     """Make the environment valid in this worker's store, from the cache
     builders only, and hold it with GC roots while the submission runs."""
@@ -166,13 +150,14 @@ def _substitute(config: WorkerConfig, submission_id: str,
     return roots
 
 
-def _container_spec(config: WorkerConfig, submission: Submission, limits: ResolvedStageLimits,
+def _container_spec(config: RunnerSettings, runner_name: str, submission: Submission,
+                    limits: ResolvedStageLimits,
                     mounts: dict[Path, str]) -> nj_docker.ContainerSpec:
     stage_limits: list[ResolvedLimits] = [getattr(limits, stage) for stage in STAGES]
     return nj_docker.ContainerSpec(
         image=config.image,
         name=f"nixjail-{submission.id}-{submission.attempts}",
-        labels={nj_docker.LABEL_RUNNER: config.runner_name,
+        labels={nj_docker.LABEL_RUNNER: runner_name,
                 nj_docker.LABEL_SUBMISSION: submission.id},
         memory_mib=max(s.memory_mib for s in stage_limits) + config.work_dir_mib
         + config.store_mib + INIT_MEMORY_MIB,
