@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nixjail.errors import Conflict, LeaseLost, NotFound
+from nixjail.errors import Conflict, InvalidInput, LeaseLost, NotFound
 from nixjail.models import StageResult, StageStatus, SubmissionRequest, SubmissionStatus
 from nixjail.spool import ORPHAN_GRACE_S, Queue, Spool
 
@@ -333,3 +333,11 @@ def test_a_stage_that_errs_ends_the_submission_as_error(spool: Spool) -> None:
     lease = spool.lease(Queue.dependencies, "builder")
     spool.report_stage(lease, "dependencies", StageResult(status="error", stderr="no jail"))
     assert spool.complete(lease).status is SubmissionStatus.error
+
+
+def test_a_dependencies_job_reports_only_its_own_stage(spool: Spool) -> None:
+    submission = spool.create(request())
+    lease = spool.lease(Queue.dependencies, "builder")
+    with pytest.raises(InvalidInput, match="dependencies stage only"):
+        spool.report_stage(lease, "run", StageResult(status="ok"))
+    assert spool.get(submission.id).stages.run is None

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from nixjail.errors import Conflict, LeaseLost, NotFound
+from nixjail.errors import Conflict, InvalidInput, LeaseLost, NotFound
 from nixjail.models import (
     STAGES,
     Environment,
@@ -327,6 +327,8 @@ class Spool:
 
     def report_stage(self, lease: Lease, stage: StageName, result: StageResult) -> Submission:
         """Record one stage's result as soon as it is known."""
+        if lease.queue is Queue.dependencies and stage != "dependencies":
+            raise InvalidInput("stage", "a dependencies job reports the dependencies stage only")
         with self._locked():
             self._check(lease)
             submission = self.get(lease.submission_id)

@@ -178,3 +178,14 @@ def test_bad_lease_bodies_name_their_fields(api: Api) -> None:
 
 def test_sample_request_is_valid(api: Api) -> None:
     assert api.settings.validate_request(sample_request()).run_sh == "sh main.sh"
+
+
+def test_a_dependencies_lease_cannot_report_the_run_stage(api: Api) -> None:
+    created = api.submit()
+    grant = lease(api, "dependencies")
+    answer = api.request("PUT", f"/v1/leases/{created['id']}/stages/run", token=WORKER,
+                         json={"token": grant["lease"]["token"], "result": {"status": "ok"}})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["errors"] == [
+        {"field": "stage", "reason": "a dependencies job reports the dependencies stage only"}]
+    assert api.get(f"/v1/submissions/{created['id']}").json()["stages"]["run"] is None
