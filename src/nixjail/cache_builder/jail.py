@@ -60,8 +60,10 @@ POLICY nixjail_cache_builder {
     fspick, mount_setattr, unshare, setns,
     keyctl, add_key, request_key, bpf, perf_event_open, userfaultfd, io_uring_setup,
     kexec_load, kexec_file_load, reboot, swapon, swapoff, acct, quotactl,
-    init_module, finit_module, delete_module, open_by_handle_at, name_to_handle_at,
-    iopl, ioperm, syslog, settimeofday, clock_settime, adjtimex, clock_adjtime,
+    init_module, finit_module, delete_module,
+    open_by_handle_at, name_to_handle_at, lookup_dcookie, fanotify_init,
+    iopl, ioperm, syslog, vhangup,
+    settimeofday, clock_settime, adjtimex, clock_adjtime,
     clone { (clone_flags & 0x7e020080) != 0 }
   },
   ERRNO(38) { clone3 }
