@@ -224,10 +224,7 @@ class Spool:
             if submission.status.ended:
                 raise Conflict(f"submission {submission_id} has already ended "
                                f"as {submission.status}")
-            submission.status = SubmissionStatus.cancelled
-            for stage in STAGES:
-                if getattr(submission.stages, stage) is None:
-                    setattr(submission.stages, stage, StageResult.skipped())
+            self._end(submission, SubmissionStatus.cancelled, None)
 
         submission = self._update(submission_id, change)
         for queue in Queue:

@@ -47,12 +47,8 @@ def container_job(submission: Submission, limits: ResolvedStageLimits,
                   nixpkgs_in_container: str | None) -> dict:
     """The job container init reads on its stdin (docs/container-init.md)."""
     request = submission.request
-    files = {}
-    for name, content in request.files.items():
-        if isinstance(content, str):
-            files[name] = {"content": content, "encoding": "utf-8"}
-        else:
-            files[name] = content.model_dump(mode="json")
+    # Container init takes a file as the API does: text, or content and encoding.
+    files = request.model_dump(mode="json")["files"]
     if submission.environment is not None:
         # Built by the cache builders and substituted into the mounted store.
         environment = {"kind": "prebuilt", "env_script": submission.environment.script}
