@@ -15,11 +15,17 @@ import sys
 import time
 from pathlib import Path
 
-# -I drops the script's directory from sys.path; the sibling modules live there.
+# -I drops the script's directory from sys.path; the sibling modules live there, and
+# the jail kit beside this directory (the image's /opt/nixjail/jailkit) or, in a
+# checkout, in the Python package (src/nixjail/jailkit). Appended: stdlib comes first.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "src", "nixjail"))
 
-from cgroup import own_memory_cgroup
-from jail import JAIL_HOME, JAIL_OUT, JAIL_TOOLS, JailSpec
+from jailkit.cgroup import own_cpu_cgroup, own_memory_cgroup
+
+from jail import JAIL_HOME, JAIL_OUT, JAIL_TOOLS, Bind, JailSpec, Mount
 from protocol import (
     Emitter,
     Job,
@@ -30,8 +36,8 @@ from protocol import (
     skipped,
 )
 from reaper import Reaper
-from stages import KILL_DEADLINE, Outcome, run_jailed
-from workspace import Workspace, adopt_env_script, prepare
+from stages import KILL_DEADLINE, Outcome, StageMeter, run_jailed
+from workspace import Workspace, adopt_env_script, image_store, prepare, store_mounts
 
 EXIT_OK = 0
 EXIT_FAILED = 70  # EX_SOFTWARE: init itself failed; the runner marks the submission error
@@ -117,7 +123,7 @@ class Init:
         try:
             space = prepare(job, work_dir, state_dir, uid, gid)
         except (OSError, JobError) as exc:
-            raise InitFailure(f"cannot prepare the work dir: {exc}") from exc
+            raise InitFailure(f"cannot prepare the jails' files: {exc}") from exc
         try:
             return self.run_stages(job, space, nsjail, uid, gid)
         finally:
@@ -136,6 +142,7 @@ class Init:
                 env_script = f"{JAIL_TOOLS}/env.sh"
         stages = (["dependencies"] if environment.kind == "build" else []) + ["compile", "run"]
         memory_cgroup = own_memory_cgroup()
+        cpu_cgroup = own_cpu_cgroup()
         skip_rest = False
         for stage in stages:
             if skip_rest or (stage == "compile" and not job.compile_sh):
@@ -156,21 +163,32 @@ class Init:
                 "HOME": JAIL_HOME,
                 "TMPDIR": "/tmp",
             }
-            mounts: list[tuple[str, str, bool]] = []
+            mounts: list[Mount] = []
+            # Compile and run see the environment and nixjail's own bash and env, nothing
+            # of the image; the build's dependencies stage runs the image's nix, and kind
+            # "none" (standalone, tests) the image's bash: those keep SYSTEM_DIRS.
+            own_tools = stage != "dependencies" and environment.kind in ("build", "prebuilt")
+            if own_tools:
+                mounts += [Bind(str(space.bash), "/bin/bash"), Bind(str(space.bash), "/bin/sh"),
+                           Bind(str(space.env_command), "/usr/bin/env")]
             if environment.kind == "build":
                 writable = stage == "dependencies"
-                mounts.append((str(space.nix), "/nix", writable))
+                mounts.append(Bind(str(space.nix), "/nix", writable))
+                # The image's own tools (a Nix-built image keeps them in the store).
+                mounts += [Bind(path, path) for path in image_store()]
                 if writable:
-                    mounts.append((str(space.out), JAIL_OUT, True))
+                    mounts.append(Bind(str(space.out), JAIL_OUT, writable=True))
                     mounts += [
-                        (os.path.realpath(path), path, False)
+                        Bind(os.path.realpath(path), path)
                         for path in nix_path_dirs(environment.nix_path)
                     ]
                     base_env.update(NIX_CONF_DIR="/etc/nix", NIX_PATH=environment.nix_path)
                 else:
                     env_script = f"{JAIL_TOOLS}/env.sh"
+            elif environment.kind == "prebuilt":
+                mounts += [Bind(path, path) for path in store_mounts()]
             elif os.path.isdir("/nix/store"):
-                mounts.append(("/nix/store", "/nix/store", False))
+                mounts.append(Bind("/nix/store", "/nix/store"))
             if env_script and stage != "dependencies":
                 base_env["NIXJAIL_ENV_SCRIPT"] = env_script
             spec = JailSpec(
@@ -185,6 +203,7 @@ class Init:
                 memory_cgroup_limited=bool(memory_cgroup and memory_cgroup.limit_bytes()),
                 env=base_env,
                 mounts=mounts,
+                system_dirs=not own_tools,
             )
             command = ["/bin/bash", "--noprofile", "--norc", f"{JAIL_TOOLS}/pid1.sh", stage]
             outcome = run_jailed(
@@ -193,7 +212,7 @@ class Init:
                 stdin_path=space.stdin if stage == "run" else None,
                 reaper=self.reaper,
                 deadline=self.deadline,
-                memory_cgroup=memory_cgroup,
+                meter=StageMeter(cpu_cgroup, memory_cgroup),
             )
             result = outcome.result
             if stage == "dependencies":

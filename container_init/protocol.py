@@ -77,6 +77,9 @@ class StageResult:
     stderr: str = ""
     stdout_truncated: bool = False
     stderr_truncated: bool = False
+    # The kept output holds bytes that are not printable text (jailkit.capture).
+    stdout_binary: bool = False
+    stderr_binary: bool = False
     wall_time_ms: int = 0
     cpu_time_ms: int = 0
     memory_kib: int = 0

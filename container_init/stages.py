@@ -13,10 +13,26 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from cgroup import MemoryCgroup
-from jail import JailSpec, cpu_rlimit_s, nsjail_command
-from protocol import Limits, StageResult
+from jailkit.capture import Capture
+from jailkit.cgroup import CpuCgroup, MemoryCgroup
+from jailkit.judge import (
+    KILL_DEADLINE,
+    KILL_MEMORY,
+    KILL_OUTPUT,
+    KILL_TERMINATED,
+    KILL_TIME,
+    KILLS_FOR_ERROR,
+    jail_failed,
+    judge,
+)
+from jailkit.nsjail import preexec
+
+from jail import JailSpec, nsjail_command
+from protocol import StageResult
 from reaper import Reaper
+
+__all__ = ["KILL_DEADLINE", "KILL_OUTPUT", "KILL_TERMINATED", "KILL_TIME", "Outcome",
+           "StageMeter", "run_jailed"]
 
 READ_CHUNK = 1 << 16
 LOG_CAP = 1 << 16
@@ -26,12 +42,10 @@ REKILL_S = 0.02
 KILL_GRACE_S = 0.3
 # Output still buffered in the pipes once nsjail is gone is read for at most this long.
 DRAIN_GRACE_S = 0.5
-
-# Why init ended a stage itself.
-KILL_TIME = "time"
-KILL_OUTPUT = "output"
-KILL_DEADLINE = "deadline"
-KILL_TERMINATED = "terminated"
+# The CPU check sleeps until the limit could first be reached, but never less than this.
+CPU_CHECK_MIN_S = 0.005
+# How often the stage's own memory is read against its limit.
+MEMORY_CHECK_S = 0.02
 
 
 @dataclass
@@ -41,67 +55,106 @@ class Outcome:
     interrupted: str | None = None
 
 
-@dataclass
-class _Capture:
-    cap: int
-    data: bytearray
-    truncated: bool = False
-
-    def add(self, chunk: bytes) -> bool:
-        """Keep what fits under the cap; return False once output went past it."""
-        room = self.cap - len(self.data)
-        self.data += chunk[: max(room, 0)]
-        if len(chunk) > room:
-            self.truncated = True
-        return not self.truncated
+def _own_cpu_ns() -> int:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return round((usage.ru_utime + usage.ru_stime) * 1e9)
 
 
-def classify(
-    *,
-    wait_status: int,
-    kill_reason: str | None,
-    limits: Limits,
-    cpu_ms: int,
-    memory_kib: int,
-    oom_killed: bool,
-    jail_error: bool,
-) -> tuple[str, int | None, int | None]:
-    """Return (status, exit_code, signal) by the precedence the protocol fixes."""
-    exit_code: int | None = None
-    sig: int | None = None
-    if os.WIFSIGNALED(wait_status):
-        sig = os.WTERMSIG(wait_status)
-    else:
-        code = os.waitstatus_to_exitcode(wait_status)
-        # nsjail (like a shell) reports a child killed by signal N as exit code 128+N.
-        if 128 < code <= 128 + signal.NSIG:
-            sig = code - 128
-        else:
-            exit_code = code
-
-    if kill_reason in (KILL_DEADLINE, KILL_TERMINATED) or (jail_error and kill_reason is None):
-        return "error", exit_code, sig
-    cpu_limit_ms = limits.cpu_time_s * 1000
-    # RLIMIT_CPU sends SIGKILL at the whole-second limit; usage may read a hair below it.
-    cpu_killed = sig == signal.SIGXCPU or (
-        sig == signal.SIGKILL and cpu_ms >= cpu_rlimit_s(limits) * 1000 - 100
-    )
-    if kill_reason == KILL_TIME or cpu_ms > cpu_limit_ms or cpu_killed:
-        return "time_limit", exit_code, sig
-    if oom_killed or memory_kib >= limits.memory_mib * 1024:
-        return "memory_limit", exit_code, sig
-    if kill_reason == KILL_OUTPUT:
-        return "output_limit", exit_code, sig
-    if sig is not None:
-        return "signaled", None, sig
-    if exit_code != 0:
-        return "nonzero_exit", exit_code, None
-    return "ok", 0, None
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
-def _jail_error(log: str) -> bool:
-    # --quiet leaves only warnings and worse; [E]/[F] lines mean nsjail itself failed.
-    return any(line.startswith(("[E]", "[F]")) for line in log.splitlines())
+def _own_anon_bytes() -> int:
+    """Init's own anonymous memory (resident minus file-backed pages, from statm)."""
+    try:
+        _, resident, shared, *_ = map(int, Path("/proc/self/statm").read_text().split())
+    except (OSError, ValueError):
+        return 0
+    return (resident - shared) * PAGE_BYTES
+
+
+class StageMeter:
+    """The whole stage's CPU time and memory, from the container's cgroup.
+
+    Container init is alone in its container with the stage, so what the container's
+    cgroup counted during the stage, minus init's own use, is the stage's: every
+    process of it, those that outlive the stage's shell included (the kernel reaps
+    those without accounting to anyone when the jail's PID 1 ends). Without such a
+    cgroup (init not PID 1, as on a test host) the limit is enforced on the jail's
+    process tree, polled from /proc, and the figure is the waited tree's.
+
+    Memory likewise: what the stage's processes hold (the container's anonymous
+    memory, less init's own) is read against the stage's limit while it runs.
+    The container's limit is set above the stage's, with room for the tmpfs
+    files (and the private store a build fills), so this is what holds a stage
+    to its own `memory_mib`; the kernel's OOM kill is the backstop.
+    """
+
+    def __init__(self, cpu: CpuCgroup | None, memory: MemoryCgroup | None) -> None:
+        self.cpu = cpu if os.getpid() == 1 else None
+        self.memory = memory
+        self.cpu_start = self.cpu.usage_ns() if self.cpu else None
+        self.own_start = _own_cpu_ns()
+        if self.cpu_start is None:
+            self.cpu = None
+        self.oom_start = memory.oom_kills() if memory else None
+        self.resident_start = memory.resident_bytes() if memory and self.cpu else None
+        self.resident_peak = 0
+        self.anon_start = memory.anon_bytes() if memory and self.cpu else None
+        self.own_anon_start = _own_anon_bytes()
+        self.anon_peak = 0
+        # The most CPU the stage can burn per second of wall time.
+        self.cpus = len(os.sched_getaffinity(0))
+        self.tree_root: int | None = None
+
+    def attach(self, nsjail_pid: int) -> None:
+        """The stage's nsjail, whose tree is metered when there is no container cgroup."""
+        self.tree_root = nsjail_pid
+
+    def cpu_ns(self) -> int | None:
+        """CPU time of the stage so far, or None without the container's cgroup."""
+        used = self.cpu.usage_ns() if self.cpu else None
+        if used is None or self.cpu_start is None:
+            return None
+        return max(0, used - self.cpu_start - (_own_cpu_ns() - self.own_start))
+
+    def _enforced_cpu_ns(self) -> int | None:
+        exact = self.cpu_ns()
+        if exact is not None or self.tree_root is None:
+            return exact
+        return _tree_cpu_ns(self.tree_root)
+
+    def sample_memory(self) -> None:
+        if self.memory and self.resident_start is not None:
+            now = self.memory.resident_bytes()
+            if now is not None:
+                self.resident_peak = max(self.resident_peak, now - self.resident_start)
+
+    def memory_metered(self) -> bool:
+        return self.anon_start is not None
+
+    def memory_reached(self, limit_bytes: int) -> bool:
+        """Whether the stage's processes hold `limit_bytes` or more now."""
+        now = self.memory.anon_bytes() if self.memory and self.anon_start is not None else None
+        if now is None or self.anon_start is None:
+            return False
+        held = now - self.anon_start - (_own_anon_bytes() - self.own_anon_start)
+        self.anon_peak = max(self.anon_peak, held)
+        return held >= limit_bytes
+
+    def check_in_s(self, limit_ns: float) -> float | None:
+        """Seconds until the stage could first reach `limit_ns` of CPU; None: not metered,
+        0: reached."""
+        used = self._enforced_cpu_ns()
+        if used is None:
+            return None
+        self.sample_memory()
+        if used >= limit_ns:
+            return 0.0
+        return max(CPU_CHECK_MIN_S, (limit_ns - used) / 1e9 / self.cpus)
+
+    def oom_killed(self) -> bool:
+        after = self.memory.oom_kills() if self.memory else None
+        return self.oom_start is not None and after is not None and after > self.oom_start
 
 
 def _children(pid: int) -> list[int]:
@@ -114,6 +167,23 @@ def _children(pid: int) -> list[int]:
         with contextlib.suppress(OSError):
             found += map(int, Path(f"/proc/{pid}/task/{task}/children").read_text().split())
     return found
+
+
+CLOCK_TICK_NS = 1e9 / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu_ns(root: int) -> int:
+    """CPU time of a live process tree: each process's own and its reaped children's."""
+    total = 0
+    pending = [root]
+    while pending:
+        pid = pending.pop()
+        pending += _children(pid)
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # Fields after the command name, which may hold spaces: utime is the 14th.
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            total += sum(map(int, fields[11:15]))
+    return round(total * CLOCK_TICK_NS)
 
 
 def _kill_jail(nsjail_pid: int, *, final: bool) -> None:
@@ -140,20 +210,15 @@ def run_jailed(
     stdin_path: Path | None,
     reaper: Reaper,
     deadline: float,
-    memory_cgroup: MemoryCgroup | None,
+    meter: StageMeter,
 ) -> Outcome:
     """Run `command` in nsjail under spec.limits; deadline is init's overall monotonic end."""
     limits = spec.limits
-    oom_before = memory_cgroup.oom_kills() if memory_cgroup else None
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     log_r, log_w = os.pipe()
     spec = replace(spec, log_fd=log_w)
-    fsize = limits.file_size_kib * 1024
-
-    def set_file_size() -> None:
-        # RLIMIT_FSIZE in bytes; nsjail passes it on ("--rlimit_fsize soft").
-        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+    cpu_limit_ns = limits.cpu_time_s * 1e9
 
     started = time.monotonic()
     stdin_file = open(stdin_path, "rb") if stdin_path else open(os.devnull, "rb")  # noqa: SIM115
@@ -164,7 +229,7 @@ def run_jailed(
             stdout=out_w,
             stderr=err_w,
             pass_fds=(log_w,),
-            preexec_fn=set_file_size,
+            preexec_fn=preexec(limits.file_size_kib * 1024),
             start_new_session=True,
             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
         )
@@ -175,13 +240,14 @@ def run_jailed(
     finally:
         stdin_file.close()
     reaper.watch(proc.pid)
+    meter.attach(proc.pid)
     for fd in (out_w, err_w, log_w):
         os.close(fd)
 
     captures = {
-        out_r: _Capture(limits.output_kib * 1024, bytearray()),
-        err_r: _Capture(limits.output_kib * 1024, bytearray()),
-        log_r: _Capture(LOG_CAP, bytearray()),
+        out_r: Capture(limits.output_kib * 1024),
+        err_r: Capture(limits.output_kib * 1024),
+        log_r: Capture(LOG_CAP),
     }
     selector = selectors.DefaultSelector()
     for fd in captures:
@@ -190,6 +256,9 @@ def run_jailed(
 
     wall_end = started + limits.wall_time_s
     kill_at, kill_why = (wall_end, KILL_TIME) if wall_end <= deadline else (deadline, KILL_DEADLINE)
+    cpu_check_at: float | None = started
+    memory_limit_bytes = limits.memory_mib * 1024 * 1024
+    memory_check_at: float | None = started if meter.memory_metered() else None
     kill_reason: str | None = None
     escalate_at: float | None = None
     rekill_at: float | None = None
@@ -220,6 +289,15 @@ def run_jailed(
                 kill(KILL_TERMINATED)
             if kill_reason is None and now >= kill_at:
                 kill(kill_why)
+            if kill_reason is None and cpu_check_at is not None and now >= cpu_check_at:
+                wait_s = meter.check_in_s(cpu_limit_ns)
+                cpu_check_at = None if wait_s is None else now + wait_s
+                if wait_s == 0.0:
+                    kill(KILL_TIME)
+            if kill_reason is None and memory_check_at is not None and now >= memory_check_at:
+                memory_check_at = now + MEMORY_CHECK_S
+                if meter.memory_reached(memory_limit_bytes):
+                    kill(KILL_MEMORY)
             if escalate_at is not None and now >= escalate_at:
                 # Processes forked faster than they were killed: end the namespace.
                 _kill_jail(proc.pid, final=True)
@@ -234,7 +312,8 @@ def run_jailed(
                 nsjail_kill_at = None
         wake_times = [drain_until]
         if child is None:
-            wake_times = [kill_at, escalate_at, rekill_at, nsjail_kill_at]
+            wake_times = [kill_at, escalate_at, rekill_at, nsjail_kill_at,
+                          *((cpu_check_at, memory_check_at) if kill_reason is None else ())]
         upcoming = [t for t in wake_times if t is not None and t > now]
         timeout = max(0.0, min(upcoming) - now) if upcoming else 0.05
         for key, _ in selector.select(timeout):
@@ -254,38 +333,47 @@ def run_jailed(
             os.close(fd)
     selector.close()
 
+    # nsjail has reaped the jail's PID 1, which the kernel lets go only once every
+    # process of its namespace is gone: the cgroup's figures are final.
     usage = child.rusage
-    cpu_ms = round((usage.ru_utime + usage.ru_stime) * 1000)
-    memory_kib = int(usage.ru_maxrss)  # KiB on Linux; the maximum over nsjail's waited tree
-    oom_after = memory_cgroup.oom_kills() if memory_cgroup else None
-    oom_killed = oom_before is not None and oom_after is not None and oom_after > oom_before
-    log = captures[log_r].data.decode(errors="replace")
-    jail_error = _jail_error(log)
+    tree_cpu_ms = round((usage.ru_utime + usage.ru_stime) * 1000)
+    stage_cpu_ns = meter.cpu_ns()
+    cpu_ms = tree_cpu_ms if stage_cpu_ns is None else max(tree_cpu_ms, round(stage_cpu_ns / 1e6))
+    # KiB on Linux: the largest process of nsjail's waited tree, or the stage's whole
+    # resident memory as the container's cgroup showed it.
+    memory_kib = max(int(usage.ru_maxrss), meter.resident_peak // 1024,
+                     meter.anon_peak // 1024)
+    log = captures[log_r].text()
+    jail_error = jail_failed(log)
     if log:
         print(f"nixjail-init: nsjail said: {log.rstrip()}", file=sys.stderr)
-    status, exit_code, sig = classify(
+    verdict = judge(
         wait_status=child.status,
-        kill_reason=kill_reason,
-        limits=limits,
+        killed_for=kill_reason,
         cpu_ms=cpu_ms,
+        cpu_limit_ms=limits.cpu_time_s * 1000,
         memory_kib=memory_kib,
-        oom_killed=oom_killed,
+        memory_limit_kib=limits.memory_mib * 1024,
+        oom_killed=meter.oom_killed(),
         jail_error=jail_error,
     )
-    stderr = captures[err_r].data.decode(errors="replace")
-    if status == "error" and jail_error:
+    out, err = captures[out_r], captures[err_r]
+    stderr = err.text()
+    if verdict.status == "error" and jail_error:
         stderr += f"\nnixjail: the jail failed: {log.strip()}\n"
     result = StageResult(
-        status=status,
-        exit_code=exit_code,
-        signal=sig,
-        stdout=captures[out_r].data.decode(errors="replace"),
+        status=verdict.status,
+        exit_code=verdict.exit_code,
+        signal=verdict.signal,
+        stdout=out.text(),
         stderr=stderr,
-        stdout_truncated=captures[out_r].truncated,
-        stderr_truncated=captures[err_r].truncated,
+        stdout_truncated=out.truncated,
+        stderr_truncated=err.truncated,
+        stdout_binary=out.binary,
+        stderr_binary=err.binary,
         wall_time_ms=round((ended - started) * 1000),
         cpu_time_ms=cpu_ms,
         memory_kib=memory_kib,
     )
-    interrupted = kill_reason if kill_reason in (KILL_DEADLINE, KILL_TERMINATED) else None
+    interrupted = kill_reason if kill_reason in KILLS_FOR_ERROR else None
     return Outcome(result, interrupted)

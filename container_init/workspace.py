@@ -51,6 +51,100 @@ nix --extra-experimental-features nix-command print-dev-env -L \\
 """
 
 
+# nixjail's /usr/bin/env for the compile and run jails, which have no coreutils of the
+# image: enough for `#!/usr/bin/env NAME` lines and `env NAME=VALUE COMMAND`.
+#   env [-i] [-u NAME] [-C DIR] [-S 'WORDS'] [--] [NAME=VALUE]... [COMMAND [ARG]...]
+# -S splits its argument at blanks only (no quotes or escapes), then options are read
+# again, as GNU env does. Without a command it prints the environment.
+ENV_SH = r"""#!/bin/bash
+set -f
+while [ $# -gt 0 ]; do
+  case $1 in
+    -i|--ignore-environment|-)
+      for __n in $(compgen -e); do unset -v "$__n" 2>/dev/null; done; shift ;;
+    -u|--unset) unset -v "$2"; shift 2 ;;
+    -u*) unset -v "${1#-u}"; shift ;;
+    --unset=*) unset -v "${1#--unset=}"; shift ;;
+    -C|--chdir) cd "$2" || exit 125; shift 2 ;;
+    -S*|--split-string=*)
+      __s=${1#-S}; __s=${__s#--split-string=}; shift
+      if [ -z "$__s" ]; then __s=$1; shift; fi
+      __w=($__s); set -- "${__w[@]}" "$@" ;;
+    --) shift; break ;;
+    -?*) echo "env: unsupported option $1" >&2; exit 125 ;;
+    *) break ;;
+  esac
+done
+while [ $# -gt 0 ] && [[ $1 =~ ^[A-Za-z_][A-Za-z0-9_]*= ]]; do export "$1"; shift; done
+if [ $# -eq 0 ]; then
+  for __n in $(compgen -e); do printf '%s=%s\n' "$__n" "${!__n}"; done
+  exit 0
+fi
+# As execvp: without PATH, look in /usr/bin and /bin (not exported to the command).
+[ -n "${PATH+set}" ] || PATH=/usr/bin:/bin
+exec "$@"
+"""
+
+# The static bash that compile and run jails get as /bin/bash and /bin/sh: the image's
+# (images/runner/build, nix/runner-image.nix), else Debian's bash-static on a host checkout.
+STATIC_BASH_PATHS = (Path("/opt/nixjail/static/bash"), Path("/bin/bash-static"))
+
+
+def static_bash() -> Path:
+    for path in STATIC_BASH_PATHS:
+        if path.exists():
+            return Path(os.path.realpath(path))
+    raise OSError(f"no static bash at {STATIC_BASH_PATHS[0]} (the runner image provides it)")
+
+
+def store_mounts() -> list[str]:
+    """What of /nix/store a compile or run jail of kind "prebuilt" sees.
+
+    The runner binds the environment's closure path by path over the image's
+    /nix/store: those mount points, and nothing of the image (a Nix-built
+    image's own store paths, the overlay below them). With none (standalone
+    use) a /nix/store not on an overlay is bound whole.
+    """
+    points: list[str] = []
+    overlay_store = False
+    with open("/proc/self/mountinfo") as mounts:
+        for line in mounts:
+            fields = line.split()
+            point = fields[4].replace("\\040", " ")
+            fstype = fields[fields.index("-") + 1]
+            parent, _, name = point.rpartition("/")
+            if parent == "/nix/store" and name and point not in points:
+                points.append(point)
+            elif point in ("/", "/nix", "/nix/store"):
+                overlay_store = fstype == "overlay"
+    if points:
+        return points
+    return ["/nix/store"] if os.path.isdir("/nix/store") and not overlay_store else []
+
+
+# A Nix-built runner image keeps its own tools (bash, nix) in /nix/store and
+# lists them here; the private store of a build keeps them (see image_store).
+IMAGE_STORE_PATHS = Path("/opt/nixjail/image-store-paths")
+IMAGE_NIX_DB = Path("/nix/var/nix/db")
+
+
+def image_store() -> list[str]:
+    """The store paths the image's own tools need, when the image lists them.
+
+    A submission that builds its environment gets an empty private store at
+    /nix; these paths are mounted into it read-only, and its database starts
+    as the image's (which registers them), so the tools still run and Nix
+    counts their paths as valid instead of building them again.
+    """
+    try:
+        lines = IMAGE_STORE_PATHS.read_text().split()
+    except FileNotFoundError:
+        return []
+    return [line for line in lines
+            if line.startswith("/nix/store/") and "/" not in line[len("/nix/store/"):]
+            and os.path.lexists(line)]
+
+
 @dataclass
 class Workspace:
     work_dir: Path
@@ -71,6 +165,15 @@ class Workspace:
     @property
     def out(self) -> Path:
         return self.root / "out"
+
+    @property
+    def bash(self) -> Path:
+        """The static bash, copied: a bind from the image would name its overlay."""
+        return self.root / "bin" / "bash"
+
+    @property
+    def env_command(self) -> Path:
+        return self.root / "bin" / "env"
 
     @property
     def stdin(self) -> Path:
@@ -125,16 +228,43 @@ def prepare(job: Job, work_dir: Path, state_dir: Path, uid: int, gid: int) -> Wo
     # Reopening /dev/stdin in the jail checks the file's permissions against the jail user.
     os.chown(space.stdin, uid, gid)
     environment = job.environment
+    if environment.kind in ("build", "prebuilt"):
+        # Once per container, in the state dir's tmpfs (~2 MiB, charged to the container
+        # like every file there, and within the size the runner gives that tmpfs).
+        (space.root / "bin").mkdir(mode=0o755)
+        shutil.copyfile(static_bash(), space.bash)
+        space.bash.chmod(0o755)
+        _write(space.env_command, ENV_SH, 0o755)
     if environment.kind == "build":
         _write(space.tools / "shell.nix", environment.shell_nix)
         for directory in (space.nix, space.out):
             directory.mkdir(mode=0o755)
             os.chown(directory, uid, gid)
+        _seed_private_store(space.nix, image_store(), uid, gid)
     elif environment.kind == "prebuilt" and not environment.env_script.startswith("/"):
         _write(space.tools / "env.sh", environment.env_script)
     for directory in (space.root, space.etc, space.tools):
         directory.chmod(0o755 if directory != space.root else 0o711)
     return space
+
+
+def _seed_private_store(nix: Path, paths: list[str], uid: int, gid: int) -> None:
+    """The image's own store paths in the private store: mount points for
+    them, and the image's database, owned by the jail user who builds."""
+    if not paths:
+        return
+    store = nix / "store"
+    store.mkdir(mode=0o775)
+    os.chown(store, uid, gid)
+    for path in paths:
+        point = store / os.path.basename(path)
+        if os.path.isdir(path):
+            point.mkdir()
+        else:
+            point.touch()
+    if IMAGE_NIX_DB.is_dir():
+        shutil.copytree(IMAGE_NIX_DB, nix / "var" / "nix" / "db", symlinks=True)
+        _chown_tree(nix / "var", uid, gid)
 
 
 def adopt_env_script(space: Workspace) -> str | None:

@@ -10,9 +10,11 @@ what Nix answered. Store arguments are Nix store URIs: `daemon`, `auto`,
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -89,11 +91,11 @@ def check_store_paths(paths: Iterable[str]) -> list[str]:
     return checked
 
 
-def valid_paths(store: str, paths: Iterable[str]) -> set[str]:
-    """The subset of `paths` that is valid in `store`."""
+def _valid_infos(store: str, paths: Iterable[str]) -> list[dict]:
+    """`nix path-info --json` of those of `paths` that are valid in `store`."""
     wanted = check_store_paths(paths)
     if not wanted:
-        return set()
+        return []
     # `nix path-info` prints the valid ones and complains about the others,
     # which is what we want to know, so its exit status is not an error here.
     try:
@@ -107,7 +109,18 @@ def valid_paths(store: str, paths: Iterable[str]) -> set[str]:
     except ValueError:
         raise ToolError(f"checking paths in {store}: {_tail(proc.stderr)}") from None
     # Nix 2.8 lists invalid paths too, with "valid": false.
-    return {info["path"] for info in infos if info.get("valid", True) and "path" in info}
+    return [info for info in infos if info.get("valid", True) and "path" in info]
+
+
+def valid_paths(store: str, paths: Iterable[str]) -> set[str]:
+    """The subset of `paths` that is valid in `store`."""
+    return {info["path"] for info in _valid_infos(store, paths)}
+
+
+def registration_times(store: str, paths: Iterable[str]) -> dict[str, int]:
+    """Those of `paths` that are valid, each with the time it became valid (epoch s)."""
+    return {info["path"]: int(info.get("registrationTime") or 0)
+            for info in _valid_infos(store, paths)}
 
 
 def closure_registration_times(store: str, paths: Iterable[str]) -> dict[str, int]:
@@ -192,7 +205,9 @@ def realise_from_cache(paths: list[str], *, store: str, caches: list[str],
                 "--option", "require-sigs", "true",
                 "--option", "trusted-public-keys", " ".join(public_keys),
                 # No substituter of the host's own config may take part.
-                "--option", "substituters", "", "--option", "max-jobs", "0", *missing]
+                "--option", "substituters", "", "--option", "max-jobs", "0",
+                # A "not there" remembered from before it was published is no answer.
+                "--option", "narinfo-cache-negative-ttl", "0", *missing]
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             problems.append(f"{cache}: no time left")
@@ -214,6 +229,125 @@ def realise_from_cache(paths: list[str], *, store: str, caches: list[str],
                         f"({', '.join(_without_secrets(c) for c in caches)})")
     raise ToolError(f"cannot fetch the environment {missing[0]} from the cache builders: "
                     f"{_tail(text)}")
+
+
+# -- what interrupted builds leave in the store -----------------------------------
+
+# One output of a derivation file's first list: `("out","/nix/store/…","","")`.
+_DRV_OUTPUT_RE = re.compile(r'\("[^"]*","([^"]*)","[^"]*","[^"]*"\)')
+
+
+def derivation_outputs(text: str) -> list[str]:
+    """The output paths a derivation file (ATerm) names, in its outputs list only:
+    `Derive([OUTPUTS],[inputs],…)`; never a path of its inputs or environment."""
+    if not text.startswith("Derive(["):
+        return []
+    outputs = text[len("Derive(["):text.find("],[")]
+    return [path for path in _DRV_OUTPUT_RE.findall(outputs) if STORE_PATH_RE.match(path)]
+
+
+def remove_abandoned_build_chroots(store: Path = STORE_DIR) -> list[Path]:
+    """Remove the sandbox directories (`X.drv.chroot`) that no build uses.
+
+    Nix makes each sandboxed build's root, its /tmp and its outputs included,
+    in the store beside the derivation, and removes it when the build ends;
+    a builder killed with its daemon leaves it behind. A build holds the
+    lock (flock) on each of its outputs' `.lock` files for as long as its
+    chroot exists; holding them all here, the chroot is nobody's, and no build
+    of that derivation can start before it is gone.
+    """
+    removed = []
+    try:
+        names = [entry.name for entry in os.scandir(store) if entry.name.endswith(".drv.chroot")]
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        chroot = store / name
+        drv = store / name.removesuffix(".chroot")
+        try:
+            outputs = derivation_outputs(drv.read_text(errors="replace"))
+        except OSError:
+            outputs = []  # collected since: no build can be using it
+        with contextlib.ExitStack() as locks:
+            if all(_try_lock(locks, Path(f"{output}.lock")) for output in outputs):
+                shutil.rmtree(chroot, ignore_errors=True)
+                removed.append(chroot)
+    return removed
+
+
+# What a build log names as built: `building '/nix/store/…-name.drv'...`.
+_BUILDING_RE = re.compile(r"building '(/nix/store/[0-9a-z]{32}-[^'/]+\.drv)'")
+
+
+def built_derivations(log_text: str) -> list[str]:
+    """The derivations a Nix build log says it built (at most a thousand)."""
+    return list(dict.fromkeys(_BUILDING_RE.findall(log_text)))[:1000]
+
+
+def remove_failed_outputs(store: str, drvs: Iterable[str], since: int) -> list[Path]:
+    """Remove what the builds of `drvs` of a failed job left in the store.
+
+    Nix leaves what a failed build wrote at its output paths, unregistered,
+    until a garbage collection. An output that is not valid is nobody's: with
+    the locks of all the derivation's outputs held, no build of it is under
+    way. An output registered since `since` (epoch s) was built by the job
+    (or just now by another, which holds it with a temporary root): it is
+    deleted through Nix, which keeps whatever is still alive. `drvs` may come
+    from a log a submission wrote into, so it can name only such paths.
+    """
+    directory = store_dir(store)
+    removed = []
+    for drv in drvs:
+        drv_file = directory / Path(drv).name
+        try:
+            outputs = derivation_outputs(drv_file.read_text(errors="replace"))
+        except OSError:
+            continue
+        present = [out for out in outputs if os.path.lexists(directory / Path(out).name)]
+        if not present:
+            continue
+        with contextlib.ExitStack() as locks:
+            if not all(_try_lock(locks, directory / f"{Path(out).name}.lock")
+                       for out in outputs):
+                continue
+            registered = registration_times(store, present)
+            new = [out for out, when in registered.items() if when >= since]
+            if new:
+                # It refuses (and says so) what is still alive: that stays.
+                with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                    subprocess.run(["nix-store", *_store_args(store), "--delete", *new],
+                                   capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+                removed += [directory / Path(out).name for out in new
+                            if not os.path.lexists(directory / Path(out).name)]
+            for out in present:
+                if out in registered:
+                    continue
+                target = directory / Path(out).name
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        target.unlink()
+                removed.append(target)
+    return removed
+
+
+def _try_lock(stack: contextlib.ExitStack, lock_file: Path) -> bool:
+    """Hold `lock_file` as Nix locks it, if no one does.
+
+    A missing one is made (empty, as Nix makes it), so a build that starts
+    meanwhile waits for it rather than making the chroot being removed.
+    """
+    try:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return False
+    stack.callback(os.close, fd)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 # -- garbage collector roots ------------------------------------------------------

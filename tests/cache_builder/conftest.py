@@ -29,9 +29,10 @@ def base() -> Iterator[Path]:
 
 @pytest.fixture
 def counter(base: Path) -> Path:
-    """A file the fixture's `counted` package appends to on each real build."""
+    """A file the fixture's `counted` package appends to on each real build
+    (the `settings` give its directory to the builds' sandbox)."""
     shared = base / "counters"
-    shared.mkdir()
+    shared.mkdir(exist_ok=True)
     shared.chmod(0o1777)
     file = shared / "count"
     file.touch()
@@ -48,6 +49,9 @@ def settings(base: Path) -> Settings:
     cb.roots_dir = base / "gcroots" / "environments"
     cb.nsjail = nsjail_binary()
     cb.idle_exit_s = 0
+    # The one host directory builds see: the `counted` package's counters.
+    cb.sandbox_paths = [str(base / "counters")]
+    (base / "counters").mkdir(mode=0o1777, exist_ok=True)
     return settings
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -161,11 +163,17 @@ def test_a_cancelled_job_is_stopped(settings, spool: Spool):
 
 def test_a_restarted_builder_gives_back_its_predecessors_leases(builder, spool: Spool):
     sub = spool.create(request(shell()))
-    assert spool.lease(Queue.dependencies, f"{builder.name}/1") is not None
+    gone = subprocess.Popen(["true"])  # a predecessor that has died
+    gone.wait()
+    assert spool.lease(Queue.dependencies, f"{builder.name}/{gone.pid}") is not None
+    still_here = spool.create(request(shell()))
+    assert spool.lease(Queue.dependencies, f"{builder.name}/{os.getppid()}") is not None
     builder.clean_up_after_crash()
     again = spool.get(sub.id)
     assert again.status is SubmissionStatus.queued and again.attempts == 1
     assert spool.queued(Queue.dependencies) == [sub.id]
+    # A predecessor that still runs (it is stopping) keeps its own.
+    assert spool.get(still_here.id).status is SubmissionStatus.building
 
 
 def _source(spool: Spool, settings):

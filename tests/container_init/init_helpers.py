@@ -15,6 +15,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 INIT = REPO / "container_init" / "nixjail_init.py"
 sys.path.insert(0, str(REPO / "container_init"))
+# Container init imports the jail kit as a top-level package, as in the image.
+sys.path.append(str(REPO / "src" / "nixjail"))
 
 
 def find_nsjail() -> str | None:

@@ -34,7 +34,8 @@ def test_hello_world(run_init):
     assert result["memory_kib"] > 0
     assert set(result) == {
         "status", "exit_code", "signal", "stdout", "stderr", "stdout_truncated",
-        "stderr_truncated", "wall_time_ms", "cpu_time_ms", "memory_kib",
+        "stderr_truncated", "stdout_binary", "stderr_binary", "wall_time_ms", "cpu_time_ms",
+        "memory_kib",
     }
 
 

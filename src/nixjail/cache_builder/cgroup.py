@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from nixjail.errors import ToolError
+from nixjail.jailkit.cgroup import MemoryCgroup
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 DEFAULT_NAME = "nixjail-cache-builder"
@@ -26,11 +27,71 @@ KILL_PAUSE_S = 0.02
 
 
 def default_parent() -> Path:
-    """Where job cgroups go when the settings name no place."""
+    """Where job cgroups go when the settings name no place: below the unit's
+    own cgroup under systemd (the unit has Delegate=yes), so that the unit's
+    limits cover the builds and stopping the unit stops them; else a cgroup
+    of nixjail's own at the top."""
+    own = delegated_cgroup()
+    if own is not None:
+        return own
     v1 = CGROUP_ROOT / "memory"
     if (v1 / "memory.limit_in_bytes").exists():
         return v1 / DEFAULT_NAME
     return CGROUP_ROOT / DEFAULT_NAME
+
+
+# On cgroup v2 a cgroup with processes cannot hand controllers to children:
+# the cache builder itself moves into this leaf of its unit's cgroup.
+SUPERVISOR_LEAF = "supervisor"
+
+
+def delegated_cgroup() -> Path | None:
+    """This process's memory cgroup, when it is a systemd service's.
+
+    systemd names a service's cgroup after the unit and, with Delegate=yes,
+    leaves what is below it to the service. `INVOCATION_ID` says systemd
+    started this process as a unit.
+    """
+    if not os.environ.get("INVOCATION_ID"):
+        return None
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    memory_v1 = unified = None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            memory_v1 = path
+        elif controllers == "":
+            unified = path
+    if memory_v1 is not None and _is_v1(CGROUP_ROOT / "memory"):
+        own = CGROUP_ROOT / "memory" / memory_v1.lstrip("/")
+    elif unified is not None and (CGROUP_ROOT / "cgroup.controllers").exists():
+        own = CGROUP_ROOT / unified.lstrip("/")
+        if own.name == SUPERVISOR_LEAF:
+            own = own.parent  # moved there already
+        if not own.name.endswith(".service"):
+            return None
+        try:
+            _become_leaf(own)
+        except OSError:
+            return None
+        return own
+    else:
+        return None
+    return own if own.name.endswith(".service") and own.is_dir() else None
+
+
+def _become_leaf(own: Path) -> None:
+    """v2: move this process into a leaf, then let the unit's cgroup give the
+    memory controller to the job cgroups beside it."""
+    leaf = own / SUPERVISOR_LEAF
+    leaf.mkdir(exist_ok=True)
+    (leaf / "cgroup.procs").write_text(str(os.getpid()))
+    enabled = (own / "cgroup.subtree_control").read_text().split()
+    if "memory" not in enabled:
+        (own / "cgroup.subtree_control").write_text("+memory")
 
 
 def _is_v1(directory: Path) -> bool:
@@ -85,24 +146,44 @@ class JobCgroup:
         except FileNotFoundError:
             return []
 
+    def written_bytes(self) -> int:
+        """What the cgroup's processes sent to disk (the kernel's write_bytes, which
+        counts a page when it is dirtied, so at once; tmpfs pages never count). A
+        process's figure holds those of the children it reaped."""
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError, ValueError):
+                for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+                    if line.startswith("write_bytes:"):
+                        total += int(line.split()[1])
+        return total
+
+    def kill_uids_except(self, kept: set[int]) -> int:
+        """SIGKILL the cgroup's processes whose real uid is not in `kept`; how many."""
+        killed = 0
+        for pid in self.pids():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+                uid = int(next(line.split()[1] for line in status.splitlines()
+                               if line.startswith("Uid:")))
+            except (OSError, ValueError, StopIteration):
+                continue
+            if uid not in kept:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+        return killed
+
+    @property
+    def reader(self) -> MemoryCgroup:
+        return MemoryCgroup(self.path, 1 if self.v1 else 2)
+
     def oom_kills(self) -> int:
         """How many processes the kernel killed here for want of memory."""
-        name = "memory.oom_control" if self.v1 else "memory.events"
-        try:
-            for line in (self.path / name).read_text().splitlines():
-                key, _, value = line.partition(" ")
-                if key == "oom_kill":
-                    return int(value)
-        except FileNotFoundError:
-            pass
-        return 0
+        return self.reader.oom_kills() or 0
 
     def peak_bytes(self) -> int:
-        name = "memory.max_usage_in_bytes" if self.v1 else "memory.peak"
-        try:
-            return int((self.path / name).read_text())
-        except (FileNotFoundError, ValueError):
-            return 0
+        return self.reader.peak_bytes() or 0
 
     def kill_all(self) -> None:
         """SIGKILL every process in the cgroup until none is left."""

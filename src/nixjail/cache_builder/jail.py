@@ -12,24 +12,29 @@ nixpkgs and the shell.nix's own directory.
 The run's limits come from the request: wall time (the whole job is killed),
 memory (the job's cgroup when the host has one, else `RLIMIT_AS`), CPU time
 and processes (rlimits of the client), output (killed past the cap) and file
-size (`RLIMIT_FSIZE`).
+size (`RLIMIT_FSIZE`). The jail's common part (namespaces, rlimits, the
+seccomp policy, /dev, /proc), the output capture and the judging are the jail
+kit's (nixjail.jailkit), the same container init's stages use.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import selectors
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nixjail.cache_builder.cgroup import JobCgroup
 from nixjail.errors import ToolError
+from nixjail.jailkit.capture import Capture
+from nixjail.jailkit.judge import KILL_OUTPUT, KILL_TERMINATED, KILL_TIME, jail_failed, judge
+from nixjail.jailkit.nsjail import Bind, Identity, JailLimits, Mount, Tmpfs, nsjail_argv, preexec
 from nixjail.models import ResolvedLimits, StageResult, StageStatus
 
 JAIL_UID = 1000
@@ -41,35 +46,11 @@ TOOLS_DIR = "/nixjail"  # the build script, read-only
 DAEMON_SOCKET_DIR = "/nix/var/nix/daemon-socket"
 NIXPKGS_DIR = "/nixpkgs"
 SYSTEM_DIRS = ("/bin", "/usr", "/lib", "/lib64", "/lib32", "/libx32")
-# Two shells (nsjail's child and the script) beside what the limit allows.
-WRAPPER_PROCESSES = 2
-AS_FACTOR = 2
-AS_SLACK_MIB = 64
 # Nix asks Boehm GC for up to 384 MiB of heap at start; under a smaller
 # memory limit that alone would look like the expression's fault.
 MAX_INITIAL_HEAP = 384 * 1024 * 1024
 KILL_GRACE_S = 0.3
 READ_CHUNK = 65536
-
-# Only what evaluation and talking to the daemon never need is refused (EPERM).
-SECCOMP_POLICY = """
-POLICY nixjail_cache_builder {
-  ERRNO(1) {
-    ptrace, process_vm_readv, process_vm_writev, kcmp,
-    mount, umount, pivot_root, chroot, move_mount, open_tree, fsopen, fsconfig, fsmount,
-    fspick, mount_setattr, unshare, setns,
-    keyctl, add_key, request_key, bpf, perf_event_open, userfaultfd, io_uring_setup,
-    kexec_load, kexec_file_load, reboot, swapon, swapoff, acct, quotactl,
-    init_module, finit_module, delete_module,
-    open_by_handle_at, name_to_handle_at, lookup_dcookie, fanotify_init,
-    iopl, ioperm, syslog, vhangup,
-    settimeofday, clock_settime, adjtimex, clock_adjtime,
-    clone { (clone_flags & 0x7e020080) != 0 }
-  },
-  ERRNO(38) { clone3 }
-}
-USE nixjail_cache_builder DEFAULT ALLOW
-"""
 
 # The job in the jail: nix-build of the shell's inputDerivation (every package
 # of the toolchain), then the environment script from `nix print-dev-env`.
@@ -117,8 +98,12 @@ def _tool(name: str) -> Path:
 
 def prepare_job_dir(job_dir: Path, shell_nix: str, config: JailConfig) -> None:
     """The jail's files: shell.nix, a generated /etc, the script, an empty /out."""
+    # Explicit modes: the service's umask (0007) would close these to the
+    # jail, which is already an unprivileged uid when nsjail mounts them.
     job_dir.mkdir(mode=0o711, parents=True)
+    job_dir.chmod(0o711)
     (job_dir / "job").mkdir(mode=0o755)
+    (job_dir / "job").chmod(0o755)
     (job_dir / "job" / "shell.nix").write_text(shell_nix)
     (job_dir / "job" / "shell.nix").chmod(0o644)
     etc = job_dir / "etc"
@@ -137,6 +122,7 @@ def prepare_job_dir(job_dir: Path, shell_nix: str, config: JailConfig) -> None:
     etc.chmod(0o755)
     tools = job_dir / "tools"
     tools.mkdir(mode=0o755)
+    tools.chmod(0o755)
     (tools / "build.sh").write_text(BUILD_SCRIPT)
     (tools / "build.sh").chmod(0o644)
     out = job_dir / "out"
@@ -155,50 +141,23 @@ def nsjail_command(config: JailConfig, job_dir: Path, limits: ResolvedLimits, *,
     nix_bin = _tool("nix-build").parent
     bash = _tool("bash")
     memory_bytes = limits.memory_mib * 1024 * 1024
-    argv = [
-        config.nsjail, "--mode", "o", "--quiet",
-        "--log", str(job_dir / "nsjail.log"),
-        "--hostname", "nixjail",
-        "--cwd", JAIL_HOME,
-        "--user", f"{JAIL_UID}:{config.outside_uid}:1",
-        "--group", f"{JAIL_GID}:{config.outside_gid}:1",
-        # The cache builder kills at the exact wall time; this is a backstop.
-        "--time_limit", str(math.ceil(limits.wall_time_s) + 5),
-        "--rlimit_cpu", str(max(1, math.ceil(limits.cpu_time_s))),
-        "--rlimit_as", "inf" if cgroup_limited
-        else str(limits.memory_mib * AS_FACTOR + AS_SLACK_MIB),
-        "--rlimit_nproc", str(limits.processes + WRAPPER_PROCESSES),
-        "--rlimit_fsize", str(max(1, math.ceil(limits.file_size_kib / 1024))),
-        "--rlimit_nofile", "1024",
-        "--rlimit_core", "0",
-        "--seccomp_string", SECCOMP_POLICY,
-    ]
-    if not os.path.exists("/proc/self/ns/cgroup"):
-        argv.append("--disable_clone_newcgroup")
-    for directory in SYSTEM_DIRS:
-        if os.path.isdir(directory):
-            argv += ["--bindmount_ro", directory]
-    argv += ["--bindmount_ro", "/nix/store"]
-    argv += ["--bindmount_ro", f"{config.daemon_socket_dir}:{DAEMON_SOCKET_DIR}"]
+    mounts: list[Mount] = [Bind(d, d) for d in SYSTEM_DIRS if os.path.isdir(d)]
+    mounts += [Bind("/nix/store", "/nix/store"),
+               Bind(str(config.daemon_socket_dir), DAEMON_SOCKET_DIR)]
     if config.nixpkgs is not None and not str(config.nixpkgs).startswith("/nix/store/"):
         # At a fixed place: its own path may lie under a directory the jail
         # mounts over (a nixpkgs checkout under /tmp would vanish there).
-        argv += ["--bindmount_ro", f"{config.nixpkgs}:{NIXPKGS_DIR}"]
-    argv += ["--bindmount_ro", f"{job_dir / 'etc'}:/etc"]
-    argv += ["--bindmount_ro", f"{job_dir / 'job'}:{JOB_DIR}"]
-    argv += ["--bindmount_ro", f"{job_dir / 'tools'}:{TOOLS_DIR}"]
-    argv += ["--bindmount", f"{job_dir / 'out'}:{OUT_DIR}"]
-    argv += ["--mount", "none:/dev:tmpfs:size=65536,mode=555"]
-    for device in ("/dev/null", "/dev/zero", "/dev/full"):
-        argv += ["--bindmount", device]
-    for device in ("/dev/random", "/dev/urandom"):
-        argv += ["--bindmount_ro", device]
-    argv += ["--symlink", "/proc/self/fd:/dev/fd"]
-    # A HOME and /tmp of this job alone: nothing (~/.cache/nix included) is
-    # shared with another job. tmpfs pages count against the job's memory.
-    argv += ["--mount", f"none:{JAIL_HOME}:tmpfs:size={memory_bytes},mode=700,"
-                        f"uid={JAIL_UID},gid={JAIL_GID}"]
-    argv += ["--mount", f"none:/tmp:tmpfs:size={memory_bytes},mode=1777"]
+        mounts.append(Bind(str(config.nixpkgs), NIXPKGS_DIR))
+    mounts += [
+        Bind(str(job_dir / "etc"), "/etc"),
+        Bind(str(job_dir / "job"), JOB_DIR),
+        Bind(str(job_dir / "tools"), TOOLS_DIR),
+        Bind(str(job_dir / "out"), OUT_DIR, writable=True),
+        # A HOME and /tmp of this job alone: nothing (~/.cache/nix included) is
+        # shared with another job. tmpfs pages count against the job's memory.
+        Tmpfs(JAIL_HOME, memory_bytes, f"mode=700,uid={JAIL_UID},gid={JAIL_GID}"),
+        Tmpfs("/tmp", memory_bytes),
+    ]
     env = {
         "PATH": f"{nix_bin}:/usr/bin:/bin",
         "HOME": JAIL_HOME,
@@ -212,31 +171,22 @@ def nsjail_command(config: JailConfig, job_dir: Path, limits: ResolvedLimits, *,
         "NIXJAIL_NIX_BIN": str(nix_bin),
         "GC_INITIAL_HEAP_SIZE": str(min(MAX_INITIAL_HEAP, memory_bytes // 4)),
     }
-    for name, value in env.items():
-        argv += ["--env", f"{name}={value}"]
-    return [*argv, "--", *(command or [str(bash), f"{TOOLS_DIR}/build.sh"])]
-
-
-class _Capped:
-    """One output stream, kept up to its cap."""
-
-    def __init__(self, cap_bytes: int) -> None:
-        self.cap = cap_bytes
-        self.data = bytearray()
-        self.truncated = False
-
-    def add(self, chunk: bytes) -> None:
-        room = self.cap - len(self.data)
-        if len(chunk) > room:
-            self.truncated = True
-        self.data += chunk[:max(0, room)]
-
-    def text(self) -> str:
-        return self.data.decode("utf-8", "replace")
+    return nsjail_argv(
+        config.nsjail,
+        identity=Identity(JAIL_UID, JAIL_GID, config.outside_uid, config.outside_gid),
+        limits=JailLimits(wall_time_s=limits.wall_time_s, cpu_time_s=limits.cpu_time_s,
+                          memory_mib=limits.memory_mib, processes=limits.processes,
+                          address_space_limited=not cgroup_limited),
+        cwd=JAIL_HOME,
+        mounts=mounts,
+        env=env,
+        command=command or [str(bash), f"{TOOLS_DIR}/build.sh"],
+        log=str(job_dir / "nsjail.log"),
+    )
 
 
 def run_jail(config: JailConfig, job_dir: Path, limits: ResolvedLimits, *,
-             cgroup: JobCgroup | None, should_stop: callable = lambda: False,
+             cgroup: JobCgroup | None, should_stop: Callable[[], bool] = lambda: False,
              command: list[str] | None = None) -> JailRun:
     """Run the job's jail to its end (or its limits) and judge the outcome."""
     argv = nsjail_command(config, job_dir, limits, cgroup_limited=cgroup is not None,
@@ -247,30 +197,44 @@ def run_jail(config: JailConfig, job_dir: Path, limits: ResolvedLimits, *,
         argv = ["/bin/sh", "-c", 'echo 0 > "$0" && exec "$@"', str(cgroup.procs_file), *argv]
     ooms_before = cgroup.oom_kills() if cgroup else 0
     cap = limits.output_kib * 1024
-    out, err = _Capped(cap), _Capped(cap)
+    out, err = Capture(cap), Capture(cap)
     started = time.monotonic()
     deadline = started + limits.wall_time_s
-    killed_for: StageStatus | None = None
+    killed_for: str | None = None
     killed_at = 0.0
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True)
+                                stderr=subprocess.PIPE, start_new_session=True,
+                                preexec_fn=preexec(limits.file_size_kib * 1024))
     except OSError as exc:
         raise ToolError(f"cannot start nsjail ({config.nsjail}): {exc.strerror}") from None
     selector = selectors.DefaultSelector()
     selector.register(proc.stdout, selectors.EVENT_READ, out)
     selector.register(proc.stderr, selectors.EVENT_READ, err)
     open_streams = 2
+    # What the job's builds may write to disk in all: no output file can pass
+    # file_size_kib then, as no file a stage writes can.
+    written_limit = limits.file_size_kib * 1024
+    wrote_too_much = False
     while open_streams:
         now = time.monotonic()
         if killed_for is None:
             if now >= deadline:
-                killed_for = StageStatus.time_limit
+                killed_for = KILL_TIME
             elif should_stop():
-                killed_for = StageStatus.error
+                killed_for = KILL_TERMINATED
             if killed_for is not None:
                 killed_at = now
                 _kill(proc, cgroup)
+            elif cgroup is not None and cgroup.written_bytes() > written_limit:
+                # The Nix sandbox writes outputs straight into the store's
+                # filesystem, out of RLIMIT_FSIZE's reach (the daemon, root, must
+                # write the host's Nix database). Only the builders die, as build
+                # users: the daemon then fails their builds and the client reports
+                # it. Polled, this stops a large writer; the count after the jail
+                # (below) catches one that was quicker than the poll.
+                cgroup.kill_uids_except({0, config.outside_uid})
+                wrote_too_much = True
         timeout = max(0.0, min(deadline - now, 0.1)) if killed_for is None else 0.1
         for key, _ in selector.select(timeout):
             chunk = os.read(key.fileobj.fileno(), READ_CHUNK)
@@ -278,9 +242,8 @@ def run_jail(config: JailConfig, job_dir: Path, limits: ResolvedLimits, *,
                 selector.unregister(key.fileobj)
                 open_streams -= 1
                 continue
-            key.data.add(chunk)
-            if key.data.truncated and killed_for is None:
-                killed_for = StageStatus.output_limit
+            if not key.data.add(chunk) and killed_for is None:
+                killed_for = KILL_OUTPUT
                 killed_at = time.monotonic()
                 _kill(proc, cgroup)
         if killed_for is not None and time.monotonic() - killed_at > 5:
@@ -292,18 +255,47 @@ def run_jail(config: JailConfig, job_dir: Path, limits: ResolvedLimits, *,
     for stream in (proc.stdout, proc.stderr):
         stream.close()
     if cgroup is not None:
+        # A private daemon is still there: its figure holds every build it reaped.
+        wrote_too_much |= cgroup.written_bytes() > written_limit
         cgroup.kill_all()  # builders of a private daemon that outlived the client
-    result = _judge(proc.returncode, killed_for, out, err, limits, job_dir,
-                    oom_killed=cgroup is not None and cgroup.oom_kills() > ooms_before,
-                    cgroup_limited=cgroup is not None)
-    result.wall_time_ms = wall_ms
-    result.cpu_time_ms = int((usage.ru_utime + usage.ru_stime) * 1000)
-    if (result.cpu_time_ms > limits.cpu_time_s * 1000
-            and result.status in (StageStatus.signaled, StageStatus.nonzero_exit)):
-        result.status = StageStatus.time_limit  # killed at RLIMIT_CPU
-    peak = cgroup.peak_bytes() // 1024 if cgroup else 0
-    result.memory_kib = peak or usage.ru_maxrss
-    return JailRun(result, job_dir / "out", killed_for)
+    tree_cpu_ms = int((usage.ru_utime + usage.ru_stime) * 1000)
+    peak_kib = cgroup.peak_bytes() // 1024 if cgroup else 0
+    stderr = err.text()
+    problems = _nsjail_problems(job_dir)
+    # Without a cgroup, RLIMIT_AS ends an expression that allocates too much: Nix says so.
+    out_of_memory = (cgroup.oom_kills() > ooms_before if cgroup is not None
+                     else "error: out of memory" in stderr.splitlines())
+    verdict = judge(
+        wait_status=wait_status,
+        killed_for=killed_for,
+        cpu_ms=tree_cpu_ms,
+        cpu_limit_ms=limits.cpu_time_s * 1000,
+        # The client's resident peak: the cgroup's peak counts page cache up to its limit.
+        memory_kib=usage.ru_maxrss,
+        memory_limit_kib=limits.memory_mib * 1024,
+        oom_killed=out_of_memory,
+        jail_error=bool(problems),
+    )
+    if verdict.status == StageStatus.error and problems and killed_for is None:
+        stderr += ("\n" if stderr else "") + problems
+    status = verdict.status
+    if wrote_too_much and status in (StageStatus.ok, StageStatus.nonzero_exit,
+                                      StageStatus.signaled):
+        status = StageStatus.output_limit
+        stderr += (f"\nnixjail: the builds of this environment wrote more than "
+                   f"{limits.file_size_kib} KiB to disk (file_size_kib)\n")
+    result = StageResult(
+        status=status, exit_code=verdict.exit_code, signal=verdict.signal,
+        stdout=out.text(), stderr=stderr,
+        stdout_truncated=out.truncated, stderr_truncated=err.truncated,
+        stdout_binary=out.binary, stderr_binary=err.binary,
+        wall_time_ms=wall_ms, cpu_time_ms=tree_cpu_ms, memory_kib=peak_kib or usage.ru_maxrss)
+    return JailRun(result, job_dir / "out", _KILLED_AS.get(killed_for))
+
+
+# What the cache builder's callers read from a kill of its own.
+_KILLED_AS = {KILL_TIME: StageStatus.time_limit, KILL_OUTPUT: StageStatus.output_limit,
+              KILL_TERMINATED: StageStatus.error}
 
 
 def _kill(proc: subprocess.Popen, cgroup: JobCgroup | None) -> None:
@@ -315,45 +307,11 @@ def _kill(proc: subprocess.Popen, cgroup: JobCgroup | None) -> None:
 
 
 def _nsjail_problems(job_dir: Path) -> str:
+    """nsjail's own error lines, when its log says it failed."""
     try:
         log = (job_dir / "nsjail.log").read_text(errors="replace")
     except FileNotFoundError:
         return ""
+    if not jail_failed(log):
+        return ""
     return "\n".join(line for line in log.splitlines() if line.startswith(("[E]", "[F]")))
-
-
-def _judge(code: int, killed_for: StageStatus | None, out: _Capped, err: _Capped,
-           limits: ResolvedLimits, job_dir: Path, *, oom_killed: bool,
-           cgroup_limited: bool) -> StageResult:
-    stderr = err.text()
-    exit_code: int | None = code
-    signal_number: int | None = None
-    if code < 0:
-        exit_code, signal_number = None, -code
-    elif code > 128 and code != 255:
-        # nsjail reports a child killed by signal N as 128+N, like a shell.
-        exit_code, signal_number = None, code - 128
-    problems = _nsjail_problems(job_dir)
-    if killed_for is StageStatus.error:
-        status = StageStatus.error
-    elif killed_for is StageStatus.time_limit or signal_number == signal.SIGXCPU:
-        status = StageStatus.time_limit
-    elif oom_killed or (not cgroup_limited
-                        and "error: out of memory" in stderr.splitlines()):
-        status = StageStatus.memory_limit
-    elif killed_for is StageStatus.output_limit:
-        status = StageStatus.output_limit
-    elif code == 255 and problems:
-        status = StageStatus.error
-        stderr += ("\n" if stderr else "") + problems
-    elif signal_number is not None:
-        status = StageStatus.signaled
-    elif code != 0:
-        status = StageStatus.nonzero_exit
-    else:
-        status = StageStatus.ok
-    if status in (StageStatus.time_limit, StageStatus.output_limit) and killed_for:
-        exit_code, signal_number = None, signal.SIGKILL
-    return StageResult(status=status, exit_code=exit_code, signal=signal_number,
-                       stdout=out.text(), stderr=stderr, stdout_truncated=out.truncated,
-                       stderr_truncated=err.truncated)

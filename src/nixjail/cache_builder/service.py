@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
+import signal
 import threading
 
-from nixjail import holders, systemd
+from nixjail import holders, nix, systemd
 from nixjail.cache_builder import cgroup as cg
-from nixjail.cache_builder.build import BuilderConfig, build_environment
+from nixjail.cache_builder.build import BuilderConfig, build_environment, remove_job_dir
 from nixjail.client import LeasedJob, LeaseSource
 from nixjail.errors import LeaseLost, NixjailError
-from nixjail.leasing import LeaseKeeper, serve_jobs
+from nixjail.leasing import LeaseKeeper, lease_source, serve_jobs
 from nixjail.models import StageStatus, Submission
 from nixjail.settings import Settings
 from nixjail.spool import Queue, Spool
@@ -49,10 +49,15 @@ class CacheBuilder:
             for job_dir in self.config.work_dir.iterdir():
                 owner = job_dir.name.partition("-")[0]
                 if job_dir.is_dir() and owner.isdigit() and not holders.pid_exists(int(owner)):
-                    shutil.rmtree(job_dir, ignore_errors=True)
+                    remove_job_dir(job_dir)
+        if self.config.private_daemon:
+            for chroot in nix.remove_abandoned_build_chroots(nix.store_dir(self.config.store)):
+                log.info("removed the abandoned build sandbox %s", chroot)
         if self.spool is not None:
             released = self.spool.release_held_by(
-                f"{self.name}/", "the cache builder holding it restarted", keep=self.holder)
+                f"{self.name}/", "the cache builder holding it restarted", keep=self.holder,
+                alive=lambda holder: holder != self.holder
+                and holders.holder_alive(holder, names={self.name}))
             if released:
                 log.info("gave back leases left behind: %s", ", ".join(released))
 
@@ -83,7 +88,8 @@ class CacheBuilder:
                     should_stop=lambda: keeper.lost.is_set() or self.stopping.is_set())
             except LeaseLost as exc:
                 log.info("%s", exc)
-                return self._give_back(keeper, "the cache builder stopped") \
+                # Stopping is this host's doing: the try does not count.
+                return self._give_back(keeper, "the cache builder stopped", tried=False) \
                     if not keeper.lost.is_set() else None
             except NixjailError as exc:
                 # The cache builder failed, not the submission: another
@@ -107,8 +113,19 @@ class CacheBuilder:
         finally:
             keeper.stop()
 
-    def _give_back(self, keeper: LeaseKeeper, reason: str) -> Submission | None:
+    def _give_back(self, keeper: LeaseKeeper, reason: str, *,
+                   tried: bool = True) -> Submission | None:
         keeper.stop()
         with contextlib.suppress(NixjailError):
-            return self.source.release(keeper.lease, reason)
+            return self.source.release(keeper.lease, reason, tried=tried)
         return None
+
+
+def run_cache_builder(settings: Settings) -> None:
+    """Serve as a cache builder until SIGTERM: the `nixjail cache-builder`
+    command, and the cache-builder part of `nixjail serve`."""
+    source, spool = lease_source(settings, settings.cache_builder.api_url,
+                                 settings.cache_builder.api_token_file)
+    builder = CacheBuilder(settings, source, spool=spool)
+    signal.signal(signal.SIGTERM, lambda *_: builder.stopping.set())
+    builder.serve()

@@ -1,0 +1,1 @@
+busybox od -An -tx1 data.bin | busybox tr -s ' '

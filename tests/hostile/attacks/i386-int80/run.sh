@@ -1,0 +1,2 @@
+./abi-probe i386
+echo "rc=$?"

@@ -1,0 +1,1 @@
+a=x; while :; do a=$a$a; done

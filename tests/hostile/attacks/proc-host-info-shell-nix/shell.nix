@@ -1,0 +1,18 @@
+{ pkgs ? import <nixpkgs> {} }:
+let attack = derivation {
+  name = "hostile-proc-host-info-shell-nix";
+  system = builtins.currentSystem;
+  builder = "${pkgs.bash}/bin/bash";
+  PATH = "${pkgs.busybox}/bin";
+  nonce = "@NONCE@";
+  args = [ "-c" ''
+busybox cat /proc/cmdline 2>/dev/null
+busybox cat /proc/sys/kernel/random/boot_id 2>/dev/null
+busybox zcat /proc/config.gz 2>/dev/null | busybox head -n 3
+busybox cat /proc/self/mountinfo 2>/dev/null
+busybox cat /proc/1/mountinfo 2>/dev/null
+echo checked
+exit 1
+'' ];
+};
+in pkgs.mkShell { packages = [ attack ]; }
