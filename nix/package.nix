@@ -22,6 +22,10 @@ python3Packages.buildPythonApplication {
       ../README.md
       ../src
       ../nixos/units
+      # The tests the package runs (below).
+      ../tests/test_spool.py
+      ../tests/test_leasing.py
+      ../tests/test_systemd.py
     ];
   };
 
@@ -40,12 +44,25 @@ python3Packages.buildPythonApplication {
   ];
 
   # Most of the test suite needs dockerd, a nix-daemon and nsjail; the flake's
-  # VM tests (vm-tests/) run those parts on NixOS.
-  doCheck = false;
+  # VM tests (vm-tests/) run those parts on NixOS. These need none of them:
+  # the spool, leasing and nixjail's systemd protocols (sd_notify, LISTEN_FDS).
+  nativeCheckInputs = with python3Packages; [
+    pytestCheckHook
+    hypothesis
+    requests
+  ];
+  enabledTestPaths = [
+    "tests/test_spool.py"
+    "tests/test_leasing.py"
+    "tests/test_systemd.py"
+  ];
   pythonImportsCheck = [
     "nixjail.cli.main"
     "nixjail.api.app"
     "nixjail.holders"
+    # Imported only when lease expiry asks systemd over D-Bus: checked here.
+    "pydbus"
+    "gi.repository.GLib"
   ];
 
   # The host's nix (earlier on a NixOS unit's PATH) wins; these are the fallback.
@@ -66,12 +83,13 @@ python3Packages.buildPythonApplication {
       name=$(basename "$template" .in)
       case $name in
         *.sysusers) target=$out/lib/sysusers.d/''${name%.sysusers}.conf ;;
+        *.tmpfiles) target=$out/lib/tmpfiles.d/''${name%.tmpfiles}.conf ;;
         *) target=$out/lib/systemd/system/$name ;;
       esac
       mkdir -p "$(dirname "$target")"
       substitute "$template" "$target" --subst-var-by nixjail "$out/bin/nixjail"
     done
-    if grep -rnE '@[A-Za-z_][A-Za-z0-9_]*@' $out/lib/systemd/system $out/lib/sysusers.d; then
+    if grep -rnE '@[A-Za-z_][A-Za-z0-9_]*@' $out/lib/systemd/system $out/lib/sysusers.d $out/lib/tmpfiles.d; then
       echo "unit templates have placeholders this package does not fill" >&2
       exit 1
     fi

@@ -3,8 +3,12 @@
 # The units themselves come from the package (lib/systemd/system, rendered
 # from nixos/units/*.in: one definition for NixOS and every other host, and the
 # one tests/systemd boots). This module enables the ones a host needs and adds
-# what is specific to it in drop-ins: the settings file, secrets as
-# credentials, the API's address, the runner image, PATH.
+# what is specific to it in drop-ins: secrets as credentials, PATH, the API's
+# address. Every unit and the CLI read the settings from
+# /etc/nixjail/settings.toml, rendered from `services.nixjail.settings`.
+#
+# tests/nixos evaluates this module with nixpkgs' lib for every layout of
+# docs/operations.md (nixos/examples/).
 {
   config,
   lib,
@@ -15,82 +19,109 @@
 let
   cfg = config.services.nixjail;
   settingsFormat = pkgs.formats.toml { };
+  settingsFile = settingsFormat.generate "nixjail-settings.toml" cfg.settings;
 
-  # nixjail is not in nixpkgs: its own expressions, built with this host's pkgs.
-  nixjailPackages = {
-    nixjail = pkgs.callPackage ../nix/package.nix { };
-    runner-image = pkgs.callPackage ../nix/runner-image.nix { };
-  };
-
-  # TOML has no null: an unset optional setting is left out (its default applies).
-  settingsFile = settingsFormat.generate "nixjail.toml" (
-    lib.filterAttrsRecursive (_: value: value != null) cfg.settings
-  );
+  # The directories of the units (StateDirectory=, RuntimeDirectory=, tmpfiles).
+  spoolDir = "/var/lib/nixjail";
+  runDir = "/run/nixjail";
+  kickSocket = "${runDir}/runner.sock";
 
   imageRef = "${cfg.runner.image.imageName}:${cfg.runner.image.imageTag}";
 
-  # Credentials land in /run/credentials/UNIT/NAME; the settings name that path.
+  # systemd puts credentials in /run/credentials/UNIT/NAME; the settings name that path.
   credential = unit: name: "/run/credentials/${unit}.service/${name}";
 
-  listenPort = lib.toInt (lib.last (lib.splitString ":" cfg.settings.api.listen));
+  # An IPv6 address needs brackets before the port (systemd and waitress).
+  listen =
+    if lib.hasInfix ":" cfg.api.listenAddress then
+      "[${cfg.api.listenAddress}]:${toString cfg.api.port}"
+    else
+      "${cfg.api.listenAddress}:${toString cfg.api.port}";
 
-  # Every unit reads the same settings file, given by a drop-in: a change of
-  # settings changes the units, so switching restarts them.
-  common = {
-    environment.NIXJAIL_SETTINGS = "${settingsFile}";
-  };
+  remoteWorker = cfg.runner.enable && cfg.runner.apiUrl != null;
+  remoteCacheBuilder = cfg.cacheBuilder.enable && cfg.cacheBuilder.apiUrl != null;
 
-  freeformSection =
-    options:
+  # A secret file: a string naming it, never a Nix path (which would be copied
+  # into the world-readable store).
+  secretFile =
+    description:
+    lib.mkOption {
+      type = lib.types.nullOr lib.types.externalPath;
+      default = null;
+      example = "/run/secrets/nixjail-worker-token";
+      inherit description;
+    };
+
+  section =
+    description: options:
     lib.mkOption {
       type = lib.types.submodule {
         freeformType = settingsFormat.type;
         inherit options;
       };
       default = { };
+      inherit description;
+    };
+
+  # Settings the units' own definitions fix: they cannot be changed here.
+  fixed =
+    value: description:
+    lib.mkOption {
+      type = lib.types.str;
+      default = value;
+      readOnly = true;
+      inherit description;
     };
 in
 {
+  meta.maintainers = [ ];
+
   options.services.nixjail = {
     enable = lib.mkEnableOption "nixjail, a service that runs untrusted submissions bringing their own Nix toolchain";
 
-    package = lib.mkPackageOption nixjailPackages "nixjail" { pkgsText = "nixjail's packages"; };
+    package = lib.mkPackageOption pkgs "nixjail" { };
 
     settings = lib.mkOption {
       description = ''
-        nixjail's settings, written as TOML to the file every unit reads
-        (`NIXJAIL_SETTINGS`). See `src/nixjail/settings.py` for every key;
-        the module fills in the paths of its units, secrets and image.
+        nixjail's settings, written as TOML to /etc/nixjail/settings.toml, which
+        every unit and the `nixjail` command read. Every key of
+        `src/nixjail/settings.py` may be set (its field descriptions are the
+        reference); the module fills in the paths of its units, secrets and
+        image. TOML has no null: leave a key out for its default, and write
+        `"never"` for an `idle_exit_s` that never ends.
       '';
       default = { };
       type = lib.types.submodule {
         freeformType = settingsFormat.type;
         options = {
-          api = freeformSection {
+          spool_dir = fixed spoolDir "The spool: the StateDirectory= of the units.";
+          run_dir = fixed runDir "Leases and locks: the RuntimeDirectory= of the units.";
+          api = section "The API (`nixjail api`): request limits, threads, tokens." {
             listen = lib.mkOption {
               type = lib.types.str;
-              default = "127.0.0.1:8460";
-              example = "[::]:8460";
-              description = "HOST:PORT of the API; nixjail-api.socket listens there.";
+              default = listen;
+              defaultText = lib.literalMD "`api.listenAddress` and `api.port`";
+              readOnly = true;
+              description = "Where the API listens: set `api.listenAddress` and `api.port`.";
             };
           };
-          runner = freeformSection { };
-          cache_builder = freeformSection { };
+          runner = section "The worker (`nixjail runner`): concurrency, container sizes, caches." {
+            image = fixed imageRef "The runner image's tag: set `runner.image`.";
+            kick_socket = fixed kickSocket "The socket of nixjail-runner.socket.";
+          };
+          cache_builder = section "The cache builder (`nixjail cache-builder`) and whether the API queues dependencies jobs for cache builders (`enabled`)." { };
+          gc = section "Garbage collection (`nixjail gc`): root retention, how much to free." { };
         };
       };
     };
 
-    apiTokensFile = lib.mkOption {
-      type = lib.types.nullOr lib.types.path;
-      default = null;
-      example = "/run/secrets/nixjail-api-tokens";
-      description = ''
-        Lines of `ROLE TOKEN` (ROLE: `submitter` or `worker`) that the API
-        accepts. Passed to the API with LoadCredential, so it may be readable
-        by root only. Without it the API asks for no token: keep it on
-        loopback then.
-      '';
-    };
+    apiTokensFile = secretFile ''
+      Lines of `ROLE TOKEN [TENANT]` (ROLE: `submitter`, `admin` or `worker`) that the API
+      accepts, readable by root only (it reaches the API with LoadCredential).
+      A change of the file restarts the API (nixjail-api-tokens.path), which
+      reads its new copy. Without it the API asks submitters for no token
+      (keep it on loopback then) and refuses the lease endpoints.
+    '';
 
     api = {
       enable = lib.mkOption {
@@ -100,6 +131,17 @@ in
           The HTTP API (nixjail-api.socket and .service), its spool, and the
           timers that expire leases and collect garbage. One host has it.
         '';
+      };
+      listenAddress = lib.mkOption {
+        type = lib.types.str;
+        default = "127.0.0.1";
+        example = "::";
+        description = "Address nixjail-api.socket listens on.";
+      };
+      port = lib.mkOption {
+        type = lib.types.port;
+        default = 8460;
+        description = "Port nixjail-api.socket listens on.";
       };
       openFirewall = lib.mkOption {
         type = lib.types.bool;
@@ -114,10 +156,9 @@ in
         default = true;
         description = "The worker (nixjail-runner.socket and .service) and Docker.";
       };
-      image = lib.mkPackageOption nixjailPackages "runner-image" {
-        pkgsText = "nixjail's packages";
+      image = lib.mkPackageOption pkgs "nixjail-runner-image" {
         extraDescription = ''
-          A `dockerTools` image (stream or tarball), loaded into Docker by
+          A `dockerTools` image (a stream or a tarball), loaded into Docker by
           nixjail-runner-image.service; `settings.runner.image` is its tag.
         '';
       };
@@ -127,63 +168,27 @@ in
         example = "http://api.example.org:8460";
         description = ''
           The API of another host to lease from: a worker host of its own. Its
-          runner then runs all the time (no local API kicks it).
+          runner then runs all the time (no local API kicks it) and never
+          idles out.
         '';
       };
-      apiTokenFile = lib.mkOption {
-        type = lib.types.nullOr lib.types.path;
-        default = null;
-        description = "A worker token of that API (passed with LoadCredential).";
-      };
+      apiTokenFile = secretFile "A worker token of that API (passed with LoadCredential).";
     };
 
     cacheBuilder = {
-      enable = lib.mkEnableOption "the cache builder, which builds environments and serves them with nix-serve";
+      enable = lib.mkEnableOption "the cache builder, which builds environments into this host's store";
       apiUrl = lib.mkOption {
         type = lib.types.nullOr lib.types.str;
         default = null;
         example = "http://api.example.org:8460";
-        description = "The API of another host to lease dependencies jobs from.";
-      };
-      apiTokenFile = lib.mkOption {
-        type = lib.types.nullOr lib.types.path;
-        default = null;
-        description = "A worker token of that API (passed with LoadCredential).";
-      };
-      secretKeyFile = lib.mkOption {
-        type = lib.types.nullOr lib.types.path;
-        default = null;
-        example = "/run/secrets/nixjail-cache.sec";
         description = ''
-          Key that nix-serve signs the environments with
-          (`nix-store --generate-binary-cache-key`). Also passed to
-          nixjail-cache-builder.service as the credential `signing-key`.
+          The API of another host to lease dependencies jobs from. The workers
+          then substitute what it built from this host: serve its store with
+          `services.nix-serve` (with a `secretKeyFile`: workers take only
+          signed environments).
         '';
       };
-    };
-
-    nixServe = {
-      enable = lib.mkOption {
-        type = lib.types.bool;
-        default = cfg.cacheBuilder.enable;
-        defaultText = lib.literalExpression "config.services.nixjail.cacheBuilder.enable";
-        description = "Serve this host's store to the workers with nix-serve.";
-      };
-      bindAddress = lib.mkOption {
-        type = lib.types.str;
-        default = "0.0.0.0";
-        description = "Address nix-serve listens on.";
-      };
-      port = lib.mkOption {
-        type = lib.types.port;
-        default = 5000;
-        description = "Port nix-serve listens on.";
-      };
-      openFirewall = lib.mkOption {
-        type = lib.types.bool;
-        default = false;
-        description = "Open nix-serve's port to the workers.";
-      };
+      apiTokenFile = secretFile "A worker token of that API (passed with LoadCredential).";
     };
 
     caches = lib.mkOption {
@@ -191,8 +196,9 @@ in
       default = [ ];
       example = [ "http://builder-1.example.org:5000" ];
       description = ''
-        Binary caches of the cache builders, which this worker substitutes
-        environments from.
+        Binary caches of the cache builders, which this worker's runner
+        substitutes environments from (with `nix copy`, never building them).
+        They are not added to the host's own substituters.
       '';
     };
 
@@ -200,14 +206,18 @@ in
       type = lib.types.listOf lib.types.str;
       default = [ ];
       example = [ "builder-1:bQoJ6hKmEvgJ9V3A8RvQX0qRTr3erbN7HvfuwpDszjM=" ];
-      description = "Public keys of the cache builders' signing keys.";
+      description = ''
+        Public keys of the cache builders' signing keys. Added to
+        `nix.settings.trusted-public-keys`: the nix-daemon takes a path the
+        runner copies from a cache only with one of their signatures.
+      '';
     };
 
     gc.enable = lib.mkOption {
       type = lib.types.bool;
       default = cfg.api.enable;
       defaultText = lib.literalExpression "config.services.nixjail.api.enable";
-      description = "Collect ended submissions hourly (nixjail-gc.timer).";
+      description = "Remove nixjail's old GC roots and collect the store daily (nixjail-gc.timer).";
     };
   };
 
@@ -216,52 +226,76 @@ in
       {
         assertions = [
           {
-            assertion = cfg.nixServe.enable -> cfg.cacheBuilder.secretKeyFile != null;
-            message = "services.nixjail.cacheBuilder.secretKeyFile is needed: workers only take signed environments.";
+            assertion = (cfg.runner.apiUrl != null || cfg.cacheBuilder.apiUrl != null) -> !cfg.api.enable;
+            message = "services.nixjail.{runner,cacheBuilder}.apiUrl lease from another host's API: set services.nixjail.api.enable = false here.";
           }
           {
-            assertion = (cfg.runner.apiUrl != null || cfg.cacheBuilder.apiUrl != null) -> !cfg.api.enable;
-            message = "services.nixjail.{runner,cacheBuilder}.apiUrl lease from another host's API: disable api.enable here.";
+            assertion = cfg.caches != [ ] -> cfg.cachePublicKeys != [ ];
+            message = "services.nixjail.caches needs services.nixjail.cachePublicKeys: the runner takes only signed environments.";
+          }
+          {
+            assertion = remoteWorker -> cfg.caches != [ ];
+            message = "services.nixjail.runner.apiUrl needs services.nixjail.caches: a worker of its own substitutes the environments the cache builders built.";
+          }
+          {
+            assertion = remoteWorker -> cfg.runner.apiTokenFile != null;
+            message = "services.nixjail.runner.apiUrl needs services.nixjail.runner.apiTokenFile: the API leases only to worker tokens.";
+          }
+          {
+            assertion = remoteCacheBuilder -> cfg.cacheBuilder.apiTokenFile != null;
+            message = "services.nixjail.cacheBuilder.apiUrl needs services.nixjail.cacheBuilder.apiTokenFile: the API leases only to worker tokens.";
+          }
+          {
+            assertion = (cfg.cacheBuilder.enable && config.services.nix-serve.enable) -> config.services.nix-serve.secretKeyFile != null;
+            message = "services.nix-serve.secretKeyFile is needed on a cache builder: workers take only signed environments.";
+          }
+          {
+            assertion = cfg.api.enable || cfg.runner.enable || cfg.cacheBuilder.enable;
+            message = "services.nixjail is enabled with none of api, runner and cacheBuilder.";
           }
         ];
 
         services.nixjail.settings = {
-          # The directories of the units (StateDirectory, RuntimeDirectory).
-          spool_dir = lib.mkDefault "/var/lib/nixjail";
-          run_dir = lib.mkDefault "/run/nixjail";
-          api.tokens_file = lib.mkIf (cfg.apiTokensFile != null) (
-            lib.mkDefault (credential "nixjail-api" "api-tokens")
-          );
+          api.tokens_file = lib.mkIf (cfg.apiTokensFile != null) (credential "nixjail-api" "api-tokens");
           runner = {
-            image = lib.mkDefault imageRef;
-            kick_socket = lib.mkDefault "/run/nixjail/runner.sock";
             # What <nixpkgs> is in submissions: this host's nixpkgs.
             nixpkgs = lib.mkDefault "${pkgs.path}";
-            api_url = lib.mkDefault cfg.runner.apiUrl;
+            api_url = lib.mkIf (cfg.runner.apiUrl != null) cfg.runner.apiUrl;
             api_token_file = lib.mkIf (cfg.runner.apiTokenFile != null) (
-              lib.mkDefault (credential "nixjail-runner" "api-token")
+              credential "nixjail-runner" "api-token"
             );
-            caches = lib.mkDefault cfg.caches;
-            trusted_public_keys = lib.mkDefault cfg.cachePublicKeys;
+            # Nothing kicks a worker of its own: it waits for work (long polls) until stopped.
+            idle_exit_s = lib.mkIf remoteWorker (lib.mkDefault "never");
+            caches = lib.mkIf (cfg.caches != [ ]) cfg.caches;
+            trusted_public_keys = lib.mkIf (cfg.cachePublicKeys != [ ]) cfg.cachePublicKeys;
           };
           cache_builder = {
-            enabled = lib.mkDefault (cfg.cacheBuilder.enable || cfg.caches != [ ]);
+            # The API queues dependencies jobs: for its local cache builder here;
+            # an API with remote cache builders sets this itself.
+            enabled = lib.mkIf (cfg.api.enable && cfg.cacheBuilder.enable) (lib.mkDefault true);
             nixpkgs = lib.mkDefault "${pkgs.path}";
-            api_url = lib.mkDefault cfg.cacheBuilder.apiUrl;
+            api_url = lib.mkIf (cfg.cacheBuilder.apiUrl != null) cfg.cacheBuilder.apiUrl;
             api_token_file = lib.mkIf (cfg.cacheBuilder.apiTokenFile != null) (
-              lib.mkDefault (credential "nixjail-cache-builder" "api-token")
+              credential "nixjail-cache-builder" "api-token"
             );
           };
         };
 
-        # Units in the package; the ones this host wants are enabled below.
+        # nixjail and nixjail-runner-image, from this flake's overlay.
+        nixpkgs.overlays = [ (import ../nix/overlay.nix) ];
+
+        # Units, tmpfiles and sysusers in the package; the units this host wants
+        # are enabled below.
         systemd.packages = [ cfg.package ];
+        systemd.tmpfiles.packages = [ cfg.package ];
         environment.systemPackages = [ cfg.package ];
+        # Where the units (and `nixjail` run by hand) read their settings.
+        environment.etc."nixjail/settings.toml".source = settingsFile;
 
         users.users.nixjail = {
           isSystemUser = true;
           group = "nixjail";
-          home = "/var/lib/nixjail";
+          home = spoolDir;
           description = "nixjail services";
         };
         users.groups.nixjail = { };
@@ -273,25 +307,45 @@ in
           # The empty entry drops the template's address.
           socketConfig.ListenStream = [
             ""
-            cfg.settings.api.listen
+            listen
           ];
         };
-        systemd.services.nixjail-api = lib.mkMerge [
-          common
-          {
-            serviceConfig.LoadCredential = lib.mkIf (cfg.apiTokensFile != null) [
-              "api-tokens:${cfg.apiTokensFile}"
-            ];
-          }
-        ];
+        systemd.services.nixjail-api = {
+          restartTriggers = [ settingsFile ];
+          serviceConfig.LoadCredential = lib.mkIf (cfg.apiTokensFile != null) [
+            "api-tokens:${cfg.apiTokensFile}"
+          ];
+        };
+        networking.firewall.allowedTCPPorts = lib.mkIf cfg.api.openFirewall [ cfg.api.port ];
+
         systemd.timers.nixjail-expire-leases.wantedBy = [ "timers.target" ];
-        systemd.services.nixjail-expire-leases = common;
-        networking.firewall.allowedTCPPorts = lib.mkIf cfg.api.openFirewall [ listenPort ];
+        systemd.services.nixjail-expire-leases.restartTriggers = [ settingsFile ];
+      })
+
+      # LoadCredential= copies the tokens file when the API starts: a change
+      # restarts it (its socket holds the connections meanwhile).
+      (lib.mkIf (cfg.api.enable && cfg.apiTokensFile != null) {
+        systemd.paths.nixjail-api-tokens = {
+          description = "Restart the nixjail API when its tokens file changes";
+          wantedBy = [ "paths.target" ];
+          pathConfig = {
+            PathChanged = cfg.apiTokensFile;
+            Unit = "nixjail-api-tokens.service";
+          };
+        };
+        systemd.services.nixjail-api-tokens = {
+          description = "Restart the nixjail API for its new tokens";
+          serviceConfig = {
+            Type = "oneshot";
+            ExecStart = "${config.systemd.package}/bin/systemctl try-restart nixjail-api.service";
+          };
+        };
       })
 
       (lib.mkIf cfg.gc.enable {
         systemd.timers.nixjail-gc.wantedBy = [ "timers.target" ];
-        systemd.services.nixjail-gc = common // {
+        systemd.services.nixjail-gc = {
+          restartTriggers = [ settingsFile ];
           path = [ config.nix.package ];
         };
       })
@@ -304,6 +358,8 @@ in
           description = "Load the nixjail runner image into Docker";
           requires = [ "docker.service" ];
           after = [ "docker.service" ];
+          # Loaded at boot, so the runner's first start does not wait for it.
+          wantedBy = [ "multi-user.target" ];
           path = [ config.virtualisation.docker.package ];
           serviceConfig = {
             Type = "oneshot";
@@ -322,8 +378,8 @@ in
 
         systemd.sockets.nixjail-runner.wantedBy = [ "sockets.target" ];
         systemd.services.nixjail-runner = lib.mkMerge [
-          common
           {
+            restartTriggers = [ settingsFile ];
             requires = [ "nixjail-runner-image.service" ];
             after = [ "nixjail-runner-image.service" ];
             # Environments are substituted with the host's nix.
@@ -332,49 +388,46 @@ in
               "api-token:${cfg.runner.apiTokenFile}"
             ];
           }
-          # No local API kicks a worker host of its own: it runs all the time,
-          # and starts again when it exits after idling.
-          (lib.mkIf (cfg.runner.apiUrl != null) {
+          # A failed runner leaves leases behind: a pass of expiry takes them back at once.
+          (lib.mkIf cfg.api.enable {
+            onFailure = [ "nixjail-expire-leases.service" ];
+          })
+          # No local API kicks a worker of its own: it starts at boot and
+          # waits for work (idle_exit_s = "never") until stopped.
+          (lib.mkIf remoteWorker {
             wantedBy = [ "multi-user.target" ];
-            serviceConfig.Restart = "always";
+            wants = [ "network-online.target" ];
+            after = [ "network-online.target" ];
           })
         ];
 
-        # The cache builders' caches for the environments. The runner itself
-        # substitutes with max-jobs = 0, so an environment that is missing or
-        # wrongly signed fails there instead of being built on this worker;
-        # the host's own builds are unaffected.
-        nix.settings = lib.mkIf (cfg.caches != [ ]) {
-          substituters = cfg.caches;
-          trusted-substituters = cfg.caches;
-          trusted-public-keys = cfg.cachePublicKeys;
-        };
+        # The nix-daemon takes a path the runner copies from a cache only with
+        # one of these signatures. The caches are not the host's substituters.
+        nix.settings.trusted-public-keys = cfg.cachePublicKeys;
       })
 
       (lib.mkIf cfg.cacheBuilder.enable {
         systemd.services.nixjail-cache-builder = lib.mkMerge [
-          common
           {
             wantedBy = [ "multi-user.target" ];
-            # Builds go through the nix-daemon; each one runs in nsjail.
+            restartTriggers = [ settingsFile ];
+            # The host's nix (builds, and the job's own nix-daemon), nsjail for
+            # the jail and the daemon's seccomp policy, bash for its script,
+            # mount and umount for each job's build tmpfs.
             path = [
               config.nix.package
               pkgs.nsjail
+              pkgs.bash
+              pkgs.util-linux
             ];
-            serviceConfig.LoadCredential =
-              lib.optional (cfg.cacheBuilder.secretKeyFile != null) "signing-key:${cfg.cacheBuilder.secretKeyFile}"
-              ++ lib.optional (cfg.cacheBuilder.apiTokenFile != null) "api-token:${cfg.cacheBuilder.apiTokenFile}";
+            serviceConfig.LoadCredential = lib.mkIf (cfg.cacheBuilder.apiTokenFile != null) [
+              "api-token:${cfg.cacheBuilder.apiTokenFile}"
+            ];
           }
+          (lib.mkIf cfg.api.enable {
+            onFailure = [ "nixjail-expire-leases.service" ];
+          })
         ];
-      })
-
-      (lib.mkIf cfg.nixServe.enable {
-        # nix-serve signs what it serves; its module loads the key as a credential.
-        services.nix-serve = {
-          enable = true;
-          inherit (cfg.nixServe) bindAddress port openFirewall;
-          secretKeyFile = "${cfg.cacheBuilder.secretKeyFile}";
-        };
       })
     ]
   );

@@ -100,7 +100,7 @@ def test_nixjail_api_serves_on_the_socket_systemd_passes(tmp_path: Path) -> None
         _recv_until(notify_sock, "READY=1", timeout=20)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as answer:
             assert answer.status == 200
-            assert json.load(answer) == {"status": "ok"}
+            assert json.load(answer) == {"status": "ok", "parts": {}}
         assert (tmp_path / "spool" / "submissions").is_dir()
         _recv_until(notify_sock, "WATCHDOG=1", timeout=5)
         process.send_signal(signal.SIGTERM)

