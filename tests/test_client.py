@@ -76,14 +76,20 @@ def serve(tmp_path: Path, **api: object) -> Iterator[Server]:
         thread.join(timeout=5)
 
 
+# A token of both roles: these tests submit and, as a remote worker, lease.
+BOTH_ROLES = "both-roles"
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    yield from serve(tmp_path)
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"submitter {BOTH_ROLES}\nworker {BOTH_ROLES}\n")
+    yield from serve(tmp_path, tokens_file=tokens)
 
 
 @pytest.fixture
 def client(server: Server) -> Client:
-    return Client(server.url)
+    return Client(server.url, BOTH_ROLES)
 
 
 # -- submitters ------------------------------------------------------------------

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import multiprocessing.connection
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -13,7 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nixjail.errors import Conflict, InvalidInput, LeaseLost, NotFound
-from nixjail.models import StageResult, StageStatus, SubmissionRequest, SubmissionStatus
+from nixjail.models import (
+    StageResult,
+    StageStatus,
+    SubmissionRequest,
+    SubmissionStatus,
+    new_submission_id,
+)
+from nixjail.settings import Settings
 from nixjail.spool import ORPHAN_GRACE_S, Queue, Spool
 
 
@@ -47,6 +56,38 @@ def test_ids_sort_by_creation(spool: Spool) -> None:
     assert end is None
 
 
+def test_ids_sort_by_creation_within_one_millisecond() -> None:
+    ids = [new_submission_id() for _ in range(2000)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(len(i) == 26 and i.isalnum() for i in ids)
+
+
+def _id_after(turns: multiprocessing.connection.Connection, rounds: int) -> None:
+    for _ in range(rounds):
+        turns.recv()
+        turns.send(new_submission_id())
+
+
+def test_ids_sort_by_creation_across_processes() -> None:
+    # Two processes take turns, each id made after the other's previous one
+    # arrived: many turns fall within one millisecond.
+    rounds = 300
+    ours, theirs = multiprocessing.Pipe()
+    other = multiprocessing.get_context("fork").Process(target=_id_after,
+                                                        args=(theirs, rounds))
+    other.start()
+    ids = []
+    try:
+        for _ in range(rounds):
+            ids.append(new_submission_id())
+            ours.send(None)
+            ids.append(ours.recv())
+    finally:
+        other.join(timeout=30)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+
+
 def test_full_flow_through_both_queues(spool: Spool) -> None:
     submission = spool.create(request())
     lease = spool.lease(Queue.dependencies, "builder")
@@ -65,8 +106,10 @@ def test_full_flow_through_both_queues(spool: Spool) -> None:
     ended = spool.complete(run_lease)
     assert ended.status is SubmissionStatus.done  # whatever the program's exit code
     assert ended.stages.run is not None and ended.stages.run.exit_code == 3
-    assert ended.attempts == 2
+    assert ended.attempts == 1  # tries of the run job: the dependencies job had its own
+    assert ended.finished_at is not None and ended.finished_at >= ended.created_at
     assert spool.lease_of(submission.id) is None
+    assert spool.leased(Queue.run) == [] and spool.queued(Queue.run) == []
 
 
 def test_failed_dependencies_fail_the_submission(spool: Spool) -> None:
@@ -341,3 +384,232 @@ def test_a_dependencies_job_reports_only_its_own_stage(spool: Spool) -> None:
     with pytest.raises(InvalidInput, match="dependencies stage only"):
         spool.report_stage(lease, "run", StageResult(status="ok"))
     assert spool.get(submission.id).stages.run is None
+
+
+# -- one lifecycle ---------------------------------------------------------------
+
+
+def test_limits_are_resolved_once_when_accepted(tmp_path: Path) -> None:
+    settings = Settings(spool_dir=tmp_path / "spool", run_dir=tmp_path / "run")
+    spool = Spool.from_settings(settings)
+    asked = spool.create(request(cache=False, limits={"run": {"memory_mib": 100}}))
+    assert asked.limits.run.memory_mib == 100
+    assert asked.limits.run.wall_time_s == settings.limits_default.run.wall_time_s
+    # The operator changes the defaults while it waits: it keeps what it was given.
+    changed = settings.model_copy(deep=True)
+    changed.limits_default.run.wall_time_s = 1
+    later = Spool.from_settings(changed)
+    lease = later.lease(Queue.run, "w")
+    assert lease is not None
+    assert later.get(asked.id).limits == asked.limits
+    assert later.create(request()).limits.run.wall_time_s == 1
+
+
+def test_a_run_lease_completed_without_a_stage_ends_error_with_the_reason(
+        spool: Spool) -> None:
+    submission = spool.create(request(cache=False))
+    lease = spool.lease(Queue.run, "w")
+    assert lease is not None
+    ended = spool.complete(lease)
+    assert ended.status is SubmissionStatus.error
+    assert ended.error == "the worker completed its job without reporting a stage"
+    assert spool.get(submission.id) == ended
+    assert spool.leased(Queue.run) == [] and spool.lease_of(submission.id) is None
+
+
+def test_a_dependencies_lease_completed_without_its_stage_ends_error(spool: Spool) -> None:
+    spool.create(request())
+    lease = spool.lease(Queue.dependencies, "b")
+    assert lease is not None
+    ended = spool.complete(lease)
+    assert ended.status is SubmissionStatus.error
+    assert ended.error is not None and "without reporting the dependencies stage" in ended.error
+    assert spool.queued(Queue.run) == []
+
+
+def test_a_stage_error_ends_error_with_a_reason_not_null(spool: Spool) -> None:
+    spool.create(request(cache=False))
+    lease = spool.lease(Queue.run, "w")
+    assert lease is not None
+    spool.report_stage(lease, "compile", StageResult(status="error", stderr="nsjail broke\n"))
+    ended = spool.complete(lease)
+    assert ended.status is SubmissionStatus.error
+    assert ended.error == "the compile stage failed: nsjail broke"
+
+
+def test_attempts_count_the_tries_of_the_job_running_now(spool: Spool) -> None:
+    # max_attempts is 2: a lost dependencies lease must not use up the run job's tries.
+    submission = spool.create(request())
+    spool.lease(Queue.dependencies, "b1")
+    assert spool.expire_leases(now=time.time() + 31) == [submission.id]
+    lease = spool.lease(Queue.dependencies, "b2")
+    assert lease is not None and spool.get(submission.id).attempts == 2
+    spool.report_stage(lease, "dependencies", StageResult(status="ok"))
+    assert spool.complete(lease).attempts == 0  # the run job has not been tried yet
+    spool.lease(Queue.run, "w1")
+    assert spool.expire_leases(now=time.time() + 31) == [submission.id]
+    again = spool.get(submission.id)
+    assert again.status is SubmissionStatus.queued and again.attempts == 1
+    lease = spool.lease(Queue.run, "w2")
+    assert lease is not None
+    spool.report_stage(lease, "run", StageResult(status="ok"))
+    ended = spool.complete(lease)
+    assert ended.status is SubmissionStatus.done and ended.attempts == 2
+
+
+def test_a_released_lease_goes_back_only_while_its_holder_has_it(spool: Spool) -> None:
+    submission = spool.create(request(cache=False))
+    first = spool.lease(Queue.run, "w1")
+    assert first is not None
+    assert spool.expire_leases(now=time.time() + 31) == [submission.id]
+    second = spool.lease(Queue.run, "w2")
+    assert second is not None
+    with pytest.raises(LeaseLost):
+        spool.release(first, "the first holder is late")
+    assert spool.get(submission.id).status is SubmissionStatus.running
+    assert spool.lease_of(submission.id) == second
+
+
+# -- bounded reads and retention -----------------------------------------------------
+
+
+def test_a_status_filter_reads_only_the_indexed_records(spool: Spool) -> None:
+    done = spool.create(request(cache=False))
+    lease = spool.lease(Queue.run, "w")
+    assert lease is not None
+    spool.report_stage(lease, "run", StageResult(status="ok"))
+    spool.complete(lease)
+    waiting = spool.create(request(cache=False))
+    # Records the filter must not read: a garbage one would fail it if it did.
+    others = [spool.create(request(cache=False)).id for _ in range(3)]
+    for other in others:
+        (spool.spool_dir / "submissions" / f"{other}.json").write_text("not json")
+    page, _ = spool.list(statuses={SubmissionStatus.done})
+    assert [s.id for s in page] == [done.id]
+    for other in others:
+        (spool.spool_dir / "submissions" / f"{other}.json").unlink()
+        os.unlink(spool.spool_dir / "queues" / "run" / other)
+    page, _ = spool.list(statuses={SubmissionStatus.queued})
+    assert [s.id for s in page] == [waiting.id]
+
+
+def test_ended_submissions_are_deleted_after_their_age(spool: Spool) -> None:
+    old = spool.create(request(cache=False))
+    spool.cancel(old.id)
+    running = spool.create(request(cache=False))
+    assert spool.lease(Queue.run, "w") is not None
+    assert spool.delete_ended(3600) == []
+    assert spool.delete_ended(3600, now=time.time() + 7200) == [old.id]
+    with pytest.raises(NotFound):
+        spool.get(old.id)
+    assert spool.get(running.id).status is SubmissionStatus.running
+    assert spool.list()[0] == [spool.get(running.id)]
+
+
+# -- owners --------------------------------------------------------------------------
+
+
+def test_an_owner_reaches_only_its_own_and_anothers_is_not_found(spool: Spool) -> None:
+    alices = spool.create(request(), owner="alice")
+    bobs = spool.create(request(), owner="bob")
+    nobodys = spool.create(request())
+    assert spool.get(alices.id, owner="alice") == alices
+    for submission_id in (bobs.id, nobodys.id, "0" * 26):
+        with pytest.raises(NotFound) as refused:
+            spool.get(submission_id, owner="alice")
+        assert str(refused.value) == f"no submission {submission_id!r}"
+        with pytest.raises(NotFound):
+            spool.cancel(submission_id, owner="alice")
+    assert spool.get(bobs.id).status is SubmissionStatus.queued
+    assert spool.cancel(alices.id, owner="alice").status is SubmissionStatus.cancelled
+    assert [s.id for s in spool.list(owner="alice")[0]] == [alices.id]
+    assert [s.id for s in spool.list(owner="carol")[0]] == []
+    assert [s.id for s in spool.list()[0]] == [nobodys.id, bobs.id, alices.id]
+
+
+def test_the_record_decides_even_where_the_index_lies(spool: Spool) -> None:
+    bobs = spool.create(request(), owner="bob")
+    (spool.spool_dir / "owners" / "alice").mkdir()
+    (spool.spool_dir / "owners" / "alice" / bobs.id).touch()
+    with pytest.raises(NotFound):
+        spool.get(bobs.id, owner="alice")
+    assert spool.list(owner="alice")[0] == []
+
+
+def test_listing_by_owner_reads_only_the_owners_records(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    for _ in range(30):
+        spool.create(request(), owner="busy")
+    mine = [spool.create(request(cache=False), owner="quiet") for _ in range(3)]
+    spool.cancel(mine[0].id)
+    reads: list[str] = []
+    real_get = spool.get
+
+    def counting_get(submission_id: str, **kwargs: object):
+        reads.append(submission_id)
+        return real_get(submission_id, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(spool, "get", counting_get)
+    assert [s.id for s in spool.list(owner="quiet")[0]] == [m.id for m in mine[::-1]]
+    assert sorted(reads) == sorted(m.id for m in mine)
+    reads.clear()
+    listed = spool.list(owner="quiet", statuses={SubmissionStatus.cancelled})[0]
+    assert [s.id for s in listed] == [mine[0].id]
+    assert reads == [mine[0].id]
+
+
+def test_deleting_an_ended_submission_drops_it_from_its_owners_index(spool: Spool) -> None:
+    old = spool.create(request(cache=False), owner="alice")
+    spool.cancel(old.id)
+    assert spool.delete_ended(3600, now=time.time() + 7200) == [old.id]
+    assert list((spool.spool_dir / "owners" / "alice").iterdir()) == []
+
+
+@pytest.mark.parametrize("owner", ["", ".", "..", "a/b", ".hidden"])
+def test_an_owner_that_is_no_tenant_name_is_refused(spool: Spool, owner: str) -> None:
+    with pytest.raises(ValueError, match="not a tenant name"):
+        spool.create(request(), owner=owner)
+    assert spool.list()[0] == []
+
+
+# -- waiting -------------------------------------------------------------------------
+
+
+def test_a_waiter_sleeps_until_the_record_changes(spool: Spool,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    submission = spool.create(request(cache=False))
+    reads: list[float] = []
+    real_get = spool.get
+
+    def counting_get(submission_id: str):
+        reads.append(time.monotonic())
+        return real_get(submission_id)
+
+    monkeypatch.setattr(spool, "get", counting_get)
+    result: list = []
+    waiter = threading.Thread(target=lambda: result.append(spool.wait(submission.id, 30)))
+    waiter.start()
+    other = spool.create(request(cache=False))  # a change elsewhere wakes nobody here
+    time.sleep(0.5)  # what is tested: that nothing happens meanwhile
+    assert len(reads) == 1
+    ended_at = time.monotonic()
+    spool.cancel(submission.id)
+    waiter.join(timeout=5)
+    assert not waiter.is_alive()
+    assert result[0].status is SubmissionStatus.cancelled
+    assert reads[-1] - ended_at < 1.0
+    assert len(reads) <= 3  # the waiter's first look, the cancel's own, the waiter's next
+    assert spool.get(other.id).status is SubmissionStatus.queued
+
+
+def test_a_lease_wait_wakes_when_a_job_comes(spool: Spool) -> None:
+    got: list = []
+    waiter = threading.Thread(
+        target=lambda: got.append(spool.lease(Queue.run, "w", wait_s=20)))
+    waiter.start()
+    time.sleep(0.2)  # the waiter is asleep on the empty queue by now
+    created_at = time.monotonic()
+    submission = spool.create(request(cache=False))
+    waiter.join(timeout=5)
+    assert got and got[0] is not None and got[0].submission_id == submission.id
+    assert time.monotonic() - created_at < 1.0

@@ -43,8 +43,9 @@ TOKEN_ENV = "NIXJAIL_TOKEN"
 # A long poll may legitimately take as long as its wait: the socket timeout
 # must outlast it by a margin, or every long poll would end as a failure.
 REQUEST_TIMEOUT_S = 30.0
+# How long a submission is offered again while the server says it is busy.
+BUSY_RETRY_S = 300.0
 
-_lease_adapter: TypeAdapter[Lease] = TypeAdapter(Lease)
 T = TypeVar("T")
 
 
@@ -97,7 +98,7 @@ class LeaseSource(Protocol):
     def complete(self, lease: Lease, error: str | None = None,
                  environment: Environment | None = None) -> Submission: ...
 
-    def release(self, lease: Lease, reason: str) -> Submission: ...
+    def release(self, lease: Lease, reason: str, tried: bool = True) -> Submission: ...
 
 
 class SpoolLeaseSource:
@@ -122,7 +123,7 @@ class SpoolLeaseSource:
         if lease is None:
             return None
         submission = self.spool.get(lease.submission_id)
-        return LeasedJob(lease, submission, self.settings.resolve_limits(submission.request))
+        return LeasedJob(lease, submission, submission.limits)
 
     def renew(self, lease: Lease) -> Lease:
         return self.spool.renew(lease)
@@ -135,8 +136,15 @@ class SpoolLeaseSource:
         return self._requeued(
             self.spool.complete(lease, error=error, environment=environment))
 
-    def release(self, lease: Lease, reason: str) -> Submission:
-        return self._requeued(self.spool.release(lease, reason))
+    def release(self, lease: Lease, reason: str, tried: bool = True) -> Submission:
+        return self._requeued(self.spool.release(lease, reason, tried=tried))
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None  # an HTTP date: not sent by nixjail
 
 
 def _error_from(status: int, reason: str, body: bytes) -> ApiError:
@@ -203,7 +211,9 @@ class Client:
                 status, payload = answer.status, answer.read()
         except urllib.error.HTTPError as exc:
             with exc:
-                raise _error_from(exc.code, exc.reason, exc.read()) from None
+                error = _error_from(exc.code, exc.reason, exc.read())
+                error.retry_after_s = _seconds(exc.headers.get("Retry-After"))
+                raise error from None
         except urllib.error.URLError as exc:
             raise ApiUnavailable(f"cannot reach the nixjail API at {self.base_url}: "
                                  f"{exc.reason}") from None
@@ -230,12 +240,25 @@ class Client:
 
     # -- submitters -----------------------------------------------------------
 
-    def submit(self, request: SubmissionRequest, *, wait_s: float | None = None) -> Submission:
-        """Queue a submission; with `wait_s`, hold the answer until it ends or time is up."""
-        _, data = self.request("POST", "/v1/submissions",
-                               request.model_dump(mode="json", exclude_none=True),
-                               query={"wait": wait_s}, wait_s=wait_s or 0)
-        return self._parse(Submission, data, "submission")
+    def submit(self, request: SubmissionRequest, *, wait_s: float | None = None,
+               busy_retry_s: float = BUSY_RETRY_S) -> Submission:
+        """Queue a submission; with `wait_s`, hold the answer until it ends or time is up.
+
+        While the server is busy (429: its queues are full; 507: its disk is)
+        it is asked again after the time it names, for up to `busy_retry_s`.
+        """
+        body = request.model_dump(mode="json", exclude_none=True)
+        give_up_at = time.monotonic() + busy_retry_s
+        while True:
+            try:
+                _, data = self.request("POST", "/v1/submissions", body,
+                                       query={"wait": wait_s}, wait_s=wait_s or 0)
+                return self._parse(Submission, data, "submission")
+            except ApiError as exc:
+                pause = exc.retry_after_s if exc.retry_after_s is not None else 1.0
+                if exc.status not in (429, 507) or time.monotonic() + pause > give_up_at:
+                    raise
+                time.sleep(pause)
 
     def get(self, submission_id: str, *, wait_s: float | None = None) -> Submission:
         """The submission; with `wait_s`, once it has ended or when time is up."""
@@ -275,14 +298,14 @@ class Client:
                                     wait_s=wait_s)
         if status == 204 or data is None:
             return None
-        return LeasedJob(self._parse(_lease_adapter, data.get("lease"), "lease"),
-                         self._parse(Submission, data.get("submission"), "submission"),
-                         self._parse(ResolvedStageLimits, data.get("limits"), "limits"))
+        submission = self._parse(Submission, data.get("submission"), "submission")
+        return LeasedJob(self._parse(Lease, data.get("lease"), "lease"), submission,
+                         submission.limits)
 
     def renew(self, lease: Lease) -> Lease:
         """Extend the lease; ApiLeaseLost (a LeaseLost) when it is gone."""
         _, data = self.request("POST", f"{_lease_path(lease)}/renew", {"token": lease.token})
-        return self._parse(_lease_adapter, (data or {}).get("lease"), "lease")
+        return self._parse(Lease, (data or {}).get("lease"), "lease")
 
     def report_stage(self, lease: Lease, stage: StageName, result: StageResult) -> Submission:
         """Record one stage's result as soon as it is known."""
@@ -300,10 +323,10 @@ class Client:
                                 if environment else None})
         return self._parse(Submission, data, "submission")
 
-    def release(self, lease: Lease, reason: str) -> Submission:
-        """Give the job back to its queue (counts as an attempt)."""
+    def release(self, lease: Lease, reason: str, tried: bool = True) -> Submission:
+        """Give the job back to its queue; it counts as an attempt unless not `tried`."""
         _, data = self.request("POST", f"{_lease_path(lease)}/release",
-                               {"token": lease.token, "reason": reason})
+                               {"token": lease.token, "reason": reason, "tried": tried})
         return self._parse(Submission, data, "submission")
 
 

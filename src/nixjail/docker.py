@@ -11,12 +11,13 @@ import contextlib
 import json
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
 import docker.errors
+import requests.exceptions
 from docker.models.containers import Container
 from docker.utils.socket import STDERR, STDOUT, frames_iter
 
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 LABEL_RUNNER = "org.nixjail.runner"
 LABEL_SUBMISSION = "org.nixjail.submission"
+LABEL_HOLDER = "org.nixjail.holder"  # the runner process (lease holder) that made it
 
 # nsjail creates its namespaces itself and applies its own seccomp policy;
 # Docker's profile would forbid the namespace calls (see docs/container-init.md).
@@ -33,6 +35,12 @@ NSJAIL_SECURITY_OPT = ["seccomp=unconfined"]
 # Container init's own files: the stage scripts and, when the submission
 # builds its environment in the container, the private Nix store.
 STATE_DIR = "/var/lib/nixjail-init"
+# The container's own /tmp (container init's, never a jail's).
+CONTAINER_TMP_MIB = 16
+CONTAINER_TMP_INODES = 1024
+# Kernel memory a tmpfs file costs beside its data (inode and dentry, about
+# 1 KiB each as measured), charged to the container like the data.
+INODE_KIB = 1
 
 
 @dataclass
@@ -44,7 +52,9 @@ class ContainerSpec:
     pids: int
     cpus: float
     work_dir_mib: int
+    work_dir_inodes: int
     store_mib: int
+    store_inodes: int
     read_only_mounts: dict[Path, str] = field(default_factory=dict)
 
 
@@ -99,9 +109,12 @@ def create(docker_client: docker.DockerClient, spec: ContainerSpec) -> Container
     host_config = api.create_host_config(
         network_mode="none",
         read_only=True,
-        tmpfs={"/work": f"size={spec.work_dir_mib}m,mode=1777,exec",
-               "/tmp": "size=16m,mode=1777",
-               STATE_DIR: f"size={spec.store_mib}m,mode=0755,exec"},
+        # Bounded in bytes and in files: a file costs kernel memory too.
+        tmpfs={"/work": f"size={spec.work_dir_mib}m,nr_inodes={spec.work_dir_inodes},"
+                        "mode=1777,exec",
+               "/tmp": f"size={CONTAINER_TMP_MIB}m,nr_inodes={CONTAINER_TMP_INODES},mode=1777",
+               STATE_DIR: f"size={spec.store_mib}m,nr_inodes={spec.store_inodes},"
+                          "mode=0755,exec"},
         binds={str(host): {"bind": inside, "mode": "ro"}
                for host, inside in spec.read_only_mounts.items()},
         security_opt=NSJAIL_SECURITY_OPT,
@@ -116,10 +129,20 @@ def create(docker_client: docker.DockerClient, spec: ContainerSpec) -> Container
     # has no word for that (the CLI's `systempaths=unconfined`), the API has.
     host_config["MaskedPaths"] = []
     host_config["ReadonlyPaths"] = []
+
+    def create_container() -> dict:
+        return api.create_container(spec.image, name=spec.name, labels=spec.labels,
+                                    stdin_open=True, host_config=host_config,
+                                    environment={"NIXJAIL_STATE_DIR": STATE_DIR})
+
     try:
-        created = api.create_container(spec.image, name=spec.name, labels=spec.labels,
-                                       stdin_open=True, host_config=host_config,
-                                       environment={"NIXJAIL_STATE_DIR": STATE_DIR})
+        try:
+            created = create_container()
+        except docker.errors.APIError as exc:
+            # Its name is taken: only by a stale container of an earlier try.
+            if exc.status_code != 409 or not _remove_stale(docker_client, spec):
+                raise
+            created = create_container()
     except docker.errors.ImageNotFound:
         raise ToolError(f"the runner image {spec.image} is missing: build it with "
                         "images/runner/build") from None
@@ -128,22 +151,61 @@ def create(docker_client: docker.DockerClient, spec: ContainerSpec) -> Container
     return docker_client.containers.get(created["Id"])
 
 
+def _remove_stale(docker_client: docker.DockerClient, spec: ContainerSpec) -> bool:
+    """Remove a container of this name left by an earlier try of the same job
+    (one that dockerd failed before it could be removed); whether there was one."""
+    try:
+        stale = docker_client.containers.get(spec.name)
+    except docker.errors.NotFound:
+        return False
+    if stale.labels.get(LABEL_RUNNER) != spec.labels.get(LABEL_RUNNER):
+        return False
+    remove(stale)
+    return True
+
+
+def tmpfs_mib(spec: ContainerSpec) -> int:
+    """What the container's tmpfs mounts can hold at most, files' kernel memory included."""
+    inodes = spec.work_dir_inodes + spec.store_inodes + CONTAINER_TMP_INODES
+    return (spec.work_dir_mib + spec.store_mib + CONTAINER_TMP_MIB
+            + -(-inodes * INODE_KIB // 1024))
+
+
 def set_memory(container: Container, memory_mib: int) -> None:
     """Change the whole container's memory limit (swap included) between stages."""
     memory = f"{memory_mib}m"
     container.update(mem_limit=memory, memswap_limit=memory)
 
 
+# How long to wait for another thread's removal of the same container.
+REMOVAL_WAIT_S = 30
+
+
 def remove(container: Container) -> None:
-    with contextlib.suppress(docker.errors.NotFound):
+    """Kill and remove the container. One already gone is fine; one another
+    thread is removing (a cancel, a stop) is waited for."""
+    try:
         container.remove(force=True, v=True)
+    except docker.errors.NotFound:
+        return
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409:
+            raise
+        with contextlib.suppress(docker.errors.DockerException,
+                                 requests.exceptions.RequestException):
+            container.wait(condition="removed", timeout=REMOVAL_WAIT_S)
 
 
-def remove_labelled(docker_client: docker.DockerClient, runner_name: str) -> list[str]:
-    """Remove every container a runner of this name left behind."""
+def remove_labelled(docker_client: docker.DockerClient, runner_name: str, *,
+                    keep: Callable[[str], bool] | None = None) -> list[str]:
+    """Remove the containers of a runner of this name, except those whose
+    holder (the runner process that made them) `keep` says to keep."""
     removed = []
     for container in docker_client.containers.list(
             all=True, filters={"label": f"{LABEL_RUNNER}={runner_name}"}):
+        holder = container.labels.get(LABEL_HOLDER, "")
+        if keep is not None and holder and keep(holder):
+            continue
         remove(container)
         removed.append(container.name)
     return removed

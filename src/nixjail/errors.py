@@ -50,6 +50,7 @@ class ApiError(NixjailError):
         self.title = title
         self.description = description
         self.errors = list(errors or [])
+        self.retry_after_s: float | None = None  # what Retry-After said, if anything
         # Not super(): subclasses mix ApiError with the kinds above, and
         # InvalidInput's own __init__ wants (field, reason).
         NixjailError.__init__(self, self._message())

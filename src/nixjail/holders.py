@@ -29,6 +29,7 @@ import re
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -133,13 +134,20 @@ class Systemd:
 
 
 def pid_exists(pid: int) -> bool:
+    """Whether a process `pid` runs; a zombie (dead, not yet reaped by an init
+    that is slow to) does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # another user's process: it exists
-    return True
+        pass  # another user's process: it exists
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc to ask: kill() said it exists
+    # The state follows the command name, which is in parentheses and may hold any.
+    return stat[stat.rfind(")") + 2:][:1] != "Z"
 
 
 def holder_alive(holder: str, *, systemd: Systemd | None = None,

@@ -7,6 +7,7 @@ on these; each brings only what it does with a job.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -54,10 +55,10 @@ class LeaseKeeper(threading.Thread):
         self.interval_s = interval_s
         self.on_lost = on_lost
         self.lost = threading.Event()
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        while not self._stopping.wait(self.interval_s):
             try:
                 self.lease = self.source.renew(self.lease)
             except LeaseLost as exc:
@@ -70,26 +71,40 @@ class LeaseKeeper(threading.Thread):
                 log.warning("renewing %s: %s", self.lease.submission_id, exc)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
 
 
 def serve_jobs(source: LeaseSource, queue: Queue, holder: str, *, slots: int,
                idle_exit_s: float | None, process: Callable[[LeasedJob], object],
-               stopping: threading.Event, kicked: threading.Event | None = None) -> None:
+               stopping: threading.Event, kicked: threading.Event | None = None,
+               ready: Callable[[], str | None] | None = None) -> None:
     """Lease jobs of `queue` and run `process` on each, `slots` at once, until
     `stopping` is set or nothing came for `idle_exit_s` (None: never idle out).
 
     With `kicked` (set by whoever enqueues on this host) the loop looks for a
     job at once and then sleeps until a kick; without, it long-polls the
-    source.
+    source. `ready` says why this host cannot run a job now (dockerd away),
+    or None: no job is leased meanwhile, so none uses up an attempt.
     """
     running: set[Future] = set()
     idle_since = time.monotonic()
+    not_ready: str | None = None
     with ThreadPoolExecutor(max_workers=slots, thread_name_prefix=queue.value) as pool:
         while not stopping.is_set():
             running = {f for f in running if not f.done()}
             if len(running) >= slots:
                 wait(running, timeout=POLL_S, return_when=FIRST_COMPLETED)
+                continue
+            why = ready() if ready is not None else None
+            if why != not_ready:
+                if why:
+                    log.warning("not leasing until this host is ready again: %s", why)
+                else:
+                    log.info("ready again, leasing")
+                not_ready = why
+            if why:
+                stopping.wait(POLL_S)
+                idle_since = time.monotonic()
                 continue
             # Exiting as soon as the queue is empty: do not wait for a job.
             long_poll = kicked is None and not (idle_exit_s == 0 and not running)
@@ -99,6 +114,11 @@ def serve_jobs(source: LeaseSource, queue: Queue, holder: str, *, slots: int,
                 log.warning("leasing: %s", exc)
                 stopping.wait(POLL_S)
                 continue
+            if leased is not None and stopping.is_set():
+                # Asked to stop while the long-poll waited: not this worker's job now.
+                with contextlib.suppress(NixjailError):
+                    source.release(leased.lease, "the worker was stopping", tried=False)
+                break
             if leased is not None:
                 log.info("%s job of %s (attempt %d)", queue.value, leased.submission.id,
                          leased.submission.attempts)

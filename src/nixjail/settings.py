@@ -11,14 +11,29 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from nixjail.errors import InvalidInput
-from nixjail.models import ResolvedLimits, ResolvedStageLimits, SubmissionRequest
+from nixjail.models import (
+    ResolvedLimits,
+    ResolvedStageLimits,
+    SubmissionRequest,
+    output_chars_max,
+)
 
 SETTINGS_ENV = "NIXJAIL_SETTINGS"
+# The most bytes a byte of a stage's output takes in a JSON body: a control
+# character travels as `\u0001`, an undecodable byte (read as U+FFFD) as
+# `\ufffd`; no character takes more per byte it came from.
+JSON_BYTES_PER_OUTPUT_BYTE = 6
+# A stage report's other fields (token, status, figures), generously.
+REPORT_FIELDS_BYTES = 64 * 1024
+
+# TOML has no null: "never" is how a settings file says an idle exit never comes.
+NEVER = "never"
+Seconds = Annotated[float | None, BeforeValidator(lambda v: None if v == NEVER else v)]
 
 
 def _default_limits() -> ResolvedStageLimits:
@@ -50,27 +65,58 @@ class ApiSettings(BaseModel):
                         description="HOST:PORT when systemd passes no socket")
     tokens_file: Path | None = Field(
         default=None,
-        description="Lines of 'ROLE TOKEN' (ROLE: submitter or worker); none means no auth")
-    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+        description="Lines of 'ROLE TOKEN [TENANT]' (ROLE: submitter, admin or worker); "
+        "none means no auth and one tenant")
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024, gt=0,
+        description="Largest body but a worker's stage report, whose cap follows from "
+        "limits_max (Settings.max_report_bytes)")
     max_wait_s: float = Field(default=60, ge=0, description="Cap of ?wait= and lease long-polls")
-    threads: int = Field(default=8, gt=0)
+    threads: int = Field(default=32, gt=0, description="Requests served at once")
+    max_waiters: int = Field(
+        default=24, ge=0,
+        description="Requests that may wait at once (?wait=, lease long-polls); more "
+        "answer at once with the current state, so waiting never takes every thread")
     public_url: str | None = Field(default=None, description="Base of URLs in answers")
+    max_queued: int = Field(
+        default=1000, gt=0,
+        description="Jobs that may wait in the queues; past it a submission is refused "
+        "with 429 and Retry-After")
+
+    @model_validator(mode="after")
+    def _threads_left_for_others(self) -> ApiSettings:
+        if self.max_waiters >= self.threads:
+            raise ValueError(f"max_waiters ({self.max_waiters}) must be below threads "
+                             f"({self.threads}), or waiting requests could take every thread")
+        return self
 
 
 class RunnerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     concurrency: int = Field(default=2, gt=0, description="Submissions run at once")
-    idle_exit_s: float | None = Field(
+    idle_exit_s: Seconds = Field(
         default=30, ge=0,
-        description="Exit after this long idle (the socket starts it again); none runs "
+        description="Exit after this long idle (the socket starts it again); none (\"never\" in "
+        "TOML) runs "
         "until stopped, as a worker host of its own that leases over HTTP does")
+    stop_grace_s: float = Field(
+        default=10, ge=0,
+        description="On SIGTERM, how long running submissions may go on; then their "
+        "containers are removed and they go back to the queue")
     image: str = Field(default="nixjail-runner:latest")
     kick_socket: Path = Field(default=Path("/run/nixjail/runner.sock"))
     work_dir_mib: int = Field(default=256, gt=0, description="Size of the writable work dir")
+    work_dir_inodes: int = Field(
+        default=32768, gt=0,
+        description="Files and directories the work dir can hold (each costs about 1 KiB of "
+        "kernel memory, counted in the container's memory limit)")
     store_mib: int = Field(
         default=2048, gt=0,
         description="Size of the private store of a submission that builds its own environment")
+    store_inodes: int = Field(
+        default=131072, gt=0,
+        description="Files and directories that private store can hold")
     cpus: float = Field(default=1.0, gt=0, description="CPUs each submission's container gets")
     api_url: str | None = Field(default=None,
                                 description="Lease from a remote API instead of the spool")
@@ -102,9 +148,10 @@ class CacheBuilderSettings(BaseModel):
         description="A dependencies job no cache builder has finished after this long "
         "goes to the workers, which build the environment in the submission's container")
     concurrency: int = Field(default=2, gt=0, description="Dependency jobs built at once")
-    idle_exit_s: float | None = Field(
+    idle_exit_s: Seconds = Field(
         default=None, ge=0,
-        description="Exit after this long without a job; none runs until stopped")
+        description="Exit after this long without a job; none (\"never\" in TOML) runs until "
+        "stopped")
     api_url: str | None = Field(default=None,
                                 description="Lease from a remote API instead of the spool")
     api_token_file: Path | None = None
@@ -130,6 +177,17 @@ class CacheBuilderSettings(BaseModel):
         description="private: a nix-daemon of each job, inside the job's memory cgroup, "
         "so builds count against the limit; host: the host daemon's socket")
     host_daemon_socket: Path = Field(default=Path("/nix/var/nix/daemon-socket"))
+    sandbox_paths: list[str] = Field(
+        default_factory=list,
+        description="Host paths the job's nix-daemon adds to every build's sandbox "
+        "(Nix extra-sandbox-paths: PATH or INSIDE=OUTSIDE); each is visible to every "
+        "submission's builders")
+    fixed_output_network: bool = Field(
+        default=False,
+        description="Let fixed-output derivations (fetchurl and the like) use this host's "
+        "network, loopback services included. Off: the job's nix-daemon and every build "
+        "it runs are in a network namespace of the job's own, with a loopback of its own "
+        "and nothing else (private daemon only)")
     cgroup_dir: Path | None = Field(
         default=None,
         description="Memory cgroup the jobs' cgroups are made under; none picks "
@@ -149,6 +207,10 @@ class GcSettings(BaseModel):
         description="Roots not re-added for this long are removed; none keeps them all")
     max_freed_mib: int | None = Field(default=None, gt=0,
                                       description="Stop collecting after freeing this much")
+    submission_max_age_s: float | None = Field(
+        default=30 * 24 * 3600, gt=0,
+        description="Ended submissions older than this are deleted (by `nixjail gc`, and "
+        "hourly by `nixjail serve`); none keeps them all")
 
 
 class Settings(BaseModel):
@@ -166,6 +228,15 @@ class Settings(BaseModel):
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
     cache_builder: CacheBuilderSettings = Field(default_factory=CacheBuilderSettings)
     gc: GcSettings = Field(default_factory=GcSettings)
+
+    @property
+    def max_report_bytes(self) -> int:
+        """The largest body a legal stage report takes: stdout and stderr as
+        large as the largest output_kib any stage may have, every byte at its
+        worst in JSON. A worker's report is never refused below it."""
+        largest = max(limits.output_kib for _, limits in self.limits_max)
+        return (2 * output_chars_max(largest) * JSON_BYTES_PER_OUTPUT_BYTE
+                + REPORT_FIELDS_BYTES)
 
     def resolve_limits(self, request: SubmissionRequest) -> ResolvedStageLimits:
         """Every limit of the request, with the server default where it gave none."""

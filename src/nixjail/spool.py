@@ -5,8 +5,15 @@ Layout::
     SPOOL/submissions/ID.json       each submission (durable, replaced atomically)
     SPOOL/queues/QUEUE/ID           a job waiting in QUEUE ("dependencies" or "run")
     SPOOL/leased/QUEUE/ID           a job someone holds
+    SPOOL/ended/STATUS/ID           an index of ended submissions by status
+    SPOOL/owners/OWNER/ID           an index of submissions by owner (the tenant)
     RUN/leases/ID.json              who holds it, its token and deadline (tmpfs)
     RUN/spool.lock                  serialises read-modify-write of records
+
+The submission owns its status (`Submission.start`, `record`, `complete`,
+`requeue`, `cancel`); the spool stores it under its lock and moves its job
+between the queues. Waiting (for a submission to end, for a job to come)
+sleeps on inotify (`nixjail.watch`) and re-reads only what changed.
 
 A worker leases a job by renaming its queue entry into `leased/`: rename is
 atomic, so of many workers exactly one wins. The lease record lives under RUN,
@@ -21,24 +28,24 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hmac
 import os
 import secrets
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from nixjail.errors import Conflict, InvalidInput, LeaseLost, NotFound
+from nixjail import watch
+from nixjail.errors import LeaseLost, NotFound
 from nixjail.models import (
-    STAGES,
+    ENDED_STATUSES,
     Environment,
+    ResolvedStageLimits,
     StageName,
     StageResult,
-    StageStatus,
     Submission,
     SubmissionRequest,
     SubmissionStatus,
@@ -49,7 +56,9 @@ from nixjail.settings import Settings
 # A leased entry whose lease record never appeared (the holder died between
 # the rename and the write) is treated as expired after this long.
 ORPHAN_GRACE_S = 5.0
-POLL_S = 0.05
+# A queue entry is written before its record: a waiting lease looks again after
+# this long even when nothing else changed, in case it saw the entry too early.
+RECORD_GRACE_S = 0.05
 
 
 class Queue(StrEnum):
@@ -57,17 +66,13 @@ class Queue(StrEnum):
     run = "run"
 
 
-class LeaseRecord(BaseModel):
-    submission_id: str
-    queue: Queue
-    token: str
-    holder: str
-    deadline: float
+class Lease(BaseModel):
+    """A held job: who holds it, until when, and the token that proves it.
 
+    The spool keeps it under RUN/leases; the holder gets a copy, and every
+    renewal, report and completion shows its token."""
 
-@dataclass(frozen=True)
-class Lease:
-    """What a worker holds: enough to renew, report and complete."""
+    model_config = ConfigDict(frozen=True)
 
     submission_id: str
     queue: Queue
@@ -85,8 +90,14 @@ def _fsync_dir(path: Path) -> None:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old or the new file whole."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write `data` to `path` so that readers see the old or the new file whole.
+
+    The file is readable and writable by its group as far as the umask lets
+    (0660 less the umask), never by others: under systemd the root cache
+    builder and the units running as nixjail share the spool through the
+    group nixjail, and mkstemp's 0600 would lock one out of the other's files."""
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o660)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -102,22 +113,37 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 class Spool:
     def __init__(self, spool_dir: Path, run_dir: Path, *, lease_s: float = 30,
-                 max_attempts: int = 3, dependency_jobs: bool = True) -> None:
+                 max_attempts: int = 3, dependency_jobs: bool = True,
+                 resolve_limits: Callable[[SubmissionRequest], ResolvedStageLimits]
+                 | None = None) -> None:
         """`dependency_jobs` false sends every submission straight to the
-        workers, which then build its environment in its own container."""
+        workers, which then build its environment in its own container.
+        `resolve_limits` fills in a request's limits when it is accepted
+        (the server's defaults; built-in ones without settings)."""
         self.spool_dir = Path(spool_dir)
         self.dependency_jobs = dependency_jobs
         self.run_dir = Path(run_dir)
         self.lease_s = lease_s
         self.max_attempts = max_attempts
+        self.resolve_limits = resolve_limits or Settings().resolve_limits
         self._submissions = self.spool_dir / "submissions"
+        self._owners = self.spool_dir / "owners"
         self._leases = self.run_dir / "leases"
-        for directory in (self._submissions, self._leases):
+        for directory in (self._submissions, self._owners, self._leases):
             directory.mkdir(parents=True, exist_ok=True)
         for queue in Queue:
             self._queued_dir(queue).mkdir(parents=True, exist_ok=True)
             self._leased_dir(queue).mkdir(parents=True, exist_ok=True)
+        for status in ENDED_STATUSES:
+            self._ended_dir(status).mkdir(parents=True, exist_ok=True)
         self._lock_path = self.run_dir / "spool.lock"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Spool:
+        return cls(settings.spool_dir, settings.run_dir, lease_s=settings.lease_s,
+                   max_attempts=settings.max_attempts,
+                   dependency_jobs=settings.cache_builder.enabled,
+                   resolve_limits=settings.resolve_limits)
 
     # -- paths ------------------------------------------------------------
 
@@ -126,6 +152,9 @@ class Spool:
 
     def _leased_dir(self, queue: Queue) -> Path:
         return self.spool_dir / "leased" / queue
+
+    def _ended_dir(self, status: SubmissionStatus) -> Path:
+        return self.spool_dir / "ended" / status
 
     def _record_path(self, submission_id: str) -> Path:
         # Ids are generated here and checked on the way in; refuse anything
@@ -136,6 +165,22 @@ class Spool:
 
     def _lease_path(self, submission_id: str) -> Path:
         return self._leases / f"{submission_id}.json"
+
+    def _owner_dir(self, owner: str) -> Path:
+        # Owners are tenant names (nixjail.api.auth.TENANT_PATTERN); refuse
+        # anything that could name a path outside the index.
+        if not owner or owner.startswith(".") or "/" in owner or "\0" in owner:
+            raise ValueError(f"not a tenant name: {owner!r}")
+        return self._owners / owner
+
+    def _owned_path(self, owner: str, submission_id: str) -> Path:
+        return self._owner_dir(owner) / submission_id
+
+    def directories(self) -> list[Path]:
+        """Every directory the spool writes to."""
+        dirs = [self._submissions, self._owners, self._leases]
+        dirs += [self._queued_dir(q) for q in Queue] + [self._leased_dir(q) for q in Queue]
+        return dirs + [self._ended_dir(s) for s in sorted(ENDED_STATUSES)]
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -152,28 +197,76 @@ class Spool:
         atomic_write(self._record_path(submission.id),
                      submission.model_dump_json().encode())
 
-    def get(self, submission_id: str) -> Submission:
+    def get(self, submission_id: str, *, owner: str | None = None) -> Submission:
+        """The submission; with `owner`, only if that tenant owns it: another's
+        is NotFound, as an unknown id is, so ids cannot be probed."""
         path = self._record_path(submission_id)
+        self._owned_by(owner, submission_id)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
             raise NotFound(f"no submission {submission_id!r}") from None
-        return Submission.model_validate_json(data)
+        submission = Submission.model_validate_json(data)
+        self._owned_by(owner, submission_id, submission)
+        return submission
 
-    def _update(self, submission_id: str,
-                change: Callable[[Submission], None]) -> Submission:
+    def _owned_by(self, owner: str | None, submission_id: str,
+                  submission: Submission | None = None) -> None:
+        """NotFound unless `owner` (if given) owns the submission: by its index
+        entry (one look-up, whether the id is unknown or another's), and by
+        the record when given."""
+        if owner is not None and (
+                not self._owned_path(owner, submission_id).exists()
+                or (submission is not None and submission.owner != owner)):
+            raise NotFound(f"no submission {submission_id!r}")
+
+    def _change(self, submission_id: str, change: Callable[[Submission], object],
+                queue: Queue | None = None,
+                then: Callable[[Submission, object], None] | None = None,
+                ) -> tuple[Submission, object]:
+        """Apply one transition under the lock and store the result: the one
+        place a record changes. `queue` is the job's queue: once the
+        submission ends, its entries go. `then` runs after the record is
+        stored, still under the lock (to queue the next job). What `change`
+        returned comes back with the submission."""
         with self._locked():
             submission = self.get(submission_id)
-            change(submission)
+            was_ended = submission.status.ended
+            outcome = change(submission)
             submission.updated_at = utcnow()
             self._write(submission)
-            return submission
+            if then is not None:
+                then(submission, outcome)
+            if submission.status.ended and not was_ended:
+                atomic_write(self._ended_dir(submission.status) / submission.id, b"")
+                for q in Queue:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self._queued_dir(q) / submission.id)
+                if queue is not None:
+                    self._drop_lease(queue, submission.id)
+            return submission, outcome
 
     def list(self, *, statuses: set[SubmissionStatus] | None = None,
-             after: str | None = None, limit: int = 50) -> tuple[list[Submission], str | None]:
-        """Submissions newest first; `after` is the id the previous page ended with."""
-        ids = sorted((name[:-5] for name in os.listdir(self._submissions)
-                      if name.endswith(".json") and not name.startswith(".")), reverse=True)
+             owner: str | None = None, after: str | None = None,
+             limit: int = 50) -> tuple[list[Submission], str | None]:
+        """Submissions newest first (only `owner`'s, when given); `after` is the
+        id the previous page ended with.
+
+        A filter reads only the submissions the indexes name (the queues, the
+        ended index, the owner's index), never every record."""
+        chosen: set[str] | None = None
+        if owner is not None:
+            owned = self._owner_dir(owner)
+            chosen = set(_names(owned)) if owned.is_dir() else set()
+        if statuses:
+            with_status = set().union(*(self._ids_with(status) for status in statuses))
+            chosen = with_status if chosen is None else chosen & with_status
+        if chosen is not None:
+            ids = sorted(chosen, reverse=True)
+        else:
+            ids = sorted((name[:-5] for name in os.listdir(self._submissions)
+                          if name.endswith(".json") and not name.startswith(".")),
+                         reverse=True)
         if after is not None:
             ids = [i for i in ids if i < after]
         page: list[Submission] = []
@@ -183,32 +276,72 @@ class Spool:
             except NotFound:
                 continue  # deleted since the listing
             if statuses and submission.status not in statuses:
+                continue  # moved on since the listing
+            if owner is not None and submission.owner != owner:
                 continue
             if len(page) == limit:
                 return page, page[-1].id
             page.append(submission)
         return page, None
 
+    def _ids_with(self, status: SubmissionStatus) -> set[str]:
+        if status.ended:
+            return set(_names(self._ended_dir(status)))
+        if status is SubmissionStatus.queued:
+            return {i for q in Queue for i in _names(self._queued_dir(q))}
+        # building and running: leased, of the queue whose job that is
+        queue = Queue.dependencies if status is SubmissionStatus.building else Queue.run
+        return set(_names(self._leased_dir(queue)))
+
+    def count_queued(self) -> int:
+        """Jobs waiting for a worker or a cache builder, all queues."""
+        return sum(len(_names(self._queued_dir(q))) for q in Queue)
+
+    def delete_ended(self, older_than_s: float, *, now: float | None = None) -> list[str]:
+        """Delete submissions that ended more than `older_than_s` ago."""
+        cutoff = (time.time() if now is None else now) - older_than_s
+        deleted = []
+        for status in ENDED_STATUSES:
+            for submission_id in _names(self._ended_dir(status)):
+                try:
+                    submission = self.get(submission_id)
+                except NotFound:
+                    submission = None
+                if submission is not None:
+                    finished = submission.finished_at or submission.updated_at
+                    if finished.timestamp() > cutoff:
+                        continue
+                with self._locked():
+                    with contextlib.suppress(FileNotFoundError, NotFound):
+                        os.unlink(self._record_path(submission_id))
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self._ended_dir(status) / submission_id)
+                    if submission is not None and submission.owner is not None:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(self._owned_path(submission.owner, submission_id))
+                deleted.append(submission_id)
+        return deleted
+
     # -- submitting ---------------------------------------------------------
 
-    def create(self, request: SubmissionRequest) -> Submission:
-        """Store a new submission and queue its first job.
+    def create(self, request: SubmissionRequest, *, owner: str | None = None) -> Submission:
+        """Store a new submission of `owner` (a tenant; None without tenants),
+        its limits resolved now, and queue its first job.
 
-        The queue entry is written before the record and workers skip entries
-        whose record does not exist yet, so the submission is complete once
-        its record is; a crash in between leaves only an entry without a
-        record, which `expire_leases` removes. Nothing acknowledged is lost.
+        The owner's index entry and the queue entry are written before the
+        record, and workers skip entries whose record does not exist yet, so
+        the submission is complete once its record is; a crash in between
+        leaves only entries without a record, which `expire_leases` removes
+        from the queue and listings pass over. Nothing acknowledged is lost.
         """
-        submission = Submission.new(request)
+        submission = Submission.new(request, self.resolve_limits(request), owner=owner)
+        if owner is not None:
+            owned = self._owned_path(owner, submission.id)
+            owned.parent.mkdir(exist_ok=True)
+            atomic_write(owned, b"")
         self._enqueue(submission.id, self._first_queue(submission))
         self._write(submission)
         return submission
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Spool:
-        return cls(settings.spool_dir, settings.run_dir, lease_s=settings.lease_s,
-                   max_attempts=settings.max_attempts,
-                   dependency_jobs=settings.cache_builder.enabled)
 
     def _first_queue(self, submission: Submission) -> Queue:
         if submission.request.cache and self.dependency_jobs:
@@ -218,48 +351,56 @@ class Spool:
     def _enqueue(self, submission_id: str, queue: Queue) -> None:
         atomic_write(self._queued_dir(queue) / submission_id, b"")
 
-    def cancel(self, submission_id: str) -> Submission:
-        """End a submission as cancelled; its holder learns it at its next renewal."""
-        def change(submission: Submission) -> None:
-            if submission.status.ended:
-                raise Conflict(f"submission {submission_id} has already ended "
-                               f"as {submission.status}")
-            self._end(submission, SubmissionStatus.cancelled, None)
+    def cancel(self, submission_id: str, *, owner: str | None = None) -> Submission:
+        """End a submission as cancelled (with `owner`, only that tenant's: see
+        `get`); its holder learns it at its next renewal."""
+        self._owned_by(owner, submission_id)
 
-        submission = self._update(submission_id, change)
-        for queue in Queue:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._queued_dir(queue) / submission_id)
-        return submission
+        def cancel(submission: Submission) -> None:
+            self._owned_by(owner, submission_id, submission)
+            submission.cancel()
+
+        return self._change(submission_id, cancel)[0]
 
     def wait(self, submission_id: str, timeout_s: float,
              until: Callable[[Submission], bool] | None = None) -> Submission:
-        """The submission once it has ended (or `until` holds), or as it is at the timeout."""
+        """The submission once it has ended (or `until` holds), or as it is at
+        the timeout. Sleeps until its record changes; reads it only then."""
         until = until or (lambda s: s.status.ended)
         deadline = time.monotonic() + timeout_s
-        while True:
-            submission = self.get(submission_id)
-            if until(submission) or time.monotonic() >= deadline:
-                return submission
-            time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
+        with watch.watcher().changes(self._submissions, f"{submission_id}.json") as change:
+            while True:
+                submission = self.get(submission_id)
+                remaining = deadline - time.monotonic()
+                if until(submission) or remaining <= 0:
+                    return submission
+                change.wait(remaining)
 
     # -- leasing ------------------------------------------------------------
 
     def queued(self, queue: Queue) -> list[str]:
-        return sorted(name for name in os.listdir(self._queued_dir(queue))
-                      if not name.startswith("."))
+        return _names(self._queued_dir(queue))
 
     def lease(self, queue: Queue, holder: str, *, wait_s: float = 0) -> Lease | None:
         """Take the oldest job of `queue`, waiting up to `wait_s` for one to come."""
         deadline = time.monotonic() + wait_s
-        while True:
-            for submission_id in self.queued(queue):
-                lease = self._try_lease(queue, submission_id, holder)
-                if lease is not None:
-                    return lease
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(POLL_S)
+        with contextlib.ExitStack() as stack:
+            change = None
+            while True:
+                unfinished = False  # an entry whose record is still being written
+                for submission_id in self.queued(queue):
+                    lease = self._try_lease(queue, submission_id, holder)
+                    if lease is not None:
+                        return lease
+                    unfinished = unfinished or not self._record_path(submission_id).exists()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                if change is None:
+                    change = stack.enter_context(
+                        watch.watcher().changes(self._queued_dir(queue)))
+                    continue  # look again: something may have come meanwhile
+                change.wait(min(remaining, RECORD_GRACE_S) if unfinished else remaining)
 
     def _try_lease(self, queue: Queue, submission_id: str, holder: str) -> Lease | None:
         if not self._record_path(submission_id).exists():
@@ -270,35 +411,28 @@ class Spool:
         except FileNotFoundError:
             return None  # another worker won it, or it was cancelled
         _fsync_dir(self._leased_dir(queue))
-        record = LeaseRecord(submission_id=submission_id, queue=queue,
-                             token=secrets.token_urlsafe(16), holder=holder,
-                             deadline=time.time() + self.lease_s)
-        atomic_write(self._lease_path(submission_id), record.model_dump_json().encode())
-        stage_status = (SubmissionStatus.building if queue is Queue.dependencies
-                        else SubmissionStatus.running)
-
-        def start(submission: Submission) -> None:
-            if submission.status.ended:
-                raise Conflict("ended")
-            submission.status = stage_status
-            submission.attempts += 1
-
+        lease = Lease(submission_id=submission_id, queue=queue,
+                      token=secrets.token_urlsafe(16), holder=holder,
+                      deadline=time.time() + self.lease_s)
+        atomic_write(self._lease_path(submission_id), lease.model_dump_json().encode())
         try:
-            self._update(submission_id, start)
-        except (Conflict, NotFound):
+            self._change(submission_id, lambda s: s.start(queue.value))
+        except (LeaseLost, NotFound):
             self._drop_lease(queue, submission_id)
             return None
-        return Lease(**record.model_dump())
+        return lease
 
-    def _read_lease(self, submission_id: str) -> LeaseRecord | None:
+    def _read_lease(self, submission_id: str) -> Lease | None:
         try:
-            return LeaseRecord.model_validate_json(self._lease_path(submission_id).read_bytes())
+            return Lease.model_validate_json(self._lease_path(submission_id).read_bytes())
         except (FileNotFoundError, ValidationError):
             return None
 
-    def _check(self, lease: Lease) -> LeaseRecord:
+    def _check(self, lease: Lease) -> Lease:
+        """The stored lease, when `lease` still holds it."""
         record = self._read_lease(lease.submission_id)
-        if record is None or record.token != lease.token:
+        if record is None or not hmac.compare_digest(record.token.encode(),
+                                                     lease.token.encode()):
             raise LeaseLost(f"the lease on {lease.submission_id} is no longer held")
         if record.deadline < time.time():
             raise LeaseLost(f"the lease on {lease.submission_id} has expired")
@@ -317,113 +451,94 @@ class Spool:
             if self.get(lease.submission_id).status.ended:
                 self._drop_lease(lease.queue, lease.submission_id)
                 raise LeaseLost(f"submission {lease.submission_id} has ended")
-            record.deadline = time.time() + self.lease_s
+            renewed = record.model_copy(update={"deadline": time.time() + self.lease_s})
             atomic_write(self._lease_path(lease.submission_id),
-                         record.model_dump_json().encode())
-            return Lease(**record.model_dump())
+                         renewed.model_dump_json().encode())
+            return renewed
+
+    def held(self, lease: Lease) -> None:
+        """LeaseLost unless `lease` is still held (checked again under the lock
+        by every change it makes)."""
+        self._check(lease)
+
+    def _leased_change(self, lease: Lease, change: Callable[[Submission], object],
+                       then: Callable[[Submission, object], None] | None = None,
+                       ) -> tuple[Submission, object]:
+        def checked(submission: Submission) -> object:
+            self._check(lease)
+            return change(submission)
+
+        return self._change(lease.submission_id, checked, lease.queue, then)
 
     def report_stage(self, lease: Lease, stage: StageName, result: StageResult) -> Submission:
         """Record one stage's result as soon as it is known."""
-        if lease.queue is Queue.dependencies and stage != "dependencies":
-            raise InvalidInput("stage", "a dependencies job reports the dependencies stage only")
-        with self._locked():
-            self._check(lease)
-            submission = self.get(lease.submission_id)
-            if submission.status.ended:
-                raise LeaseLost(f"submission {lease.submission_id} has ended")
-            setattr(submission.stages, stage, result)
-            submission.updated_at = utcnow()
-            self._write(submission)
-            return submission
+        return self._leased_change(
+            lease, lambda s: s.record(lease.queue.value, stage, result))[0]
 
     def complete(self, lease: Lease, *, error: str | None = None,
                  environment: Environment | None = None) -> Submission:
-        """End the leased job.
-
-        A dependencies job that succeeded records the `environment` it built
-        and moves the submission to the run queue; any other job ends the
-        submission with the status its stages call for, or `error` with the
-        reason when the system failed.
-        """
-        with self._locked():
-            self._check(lease)
-            submission = self.get(lease.submission_id)
-            if submission.status.ended:
-                self._drop_lease(lease.queue, lease.submission_id)
-                raise LeaseLost(f"submission {lease.submission_id} has ended")
-            next_queue = None
-            if error is not None:
-                self._end(submission, SubmissionStatus.error, error)
-            elif lease.queue is Queue.dependencies and _succeeded(submission.stages.dependencies):
-                submission.status = SubmissionStatus.queued
-                submission.environment = environment
-                next_queue = Queue.run
-            else:
-                self._end(submission, submission.outcome(), None)
-            submission.updated_at = utcnow()
-            self._write(submission)
-            if next_queue is not None:
-                self._enqueue(submission.id, next_queue)
+        """End the leased job: a dependencies job that built the environment
+        queues the run job; any other ends the submission (`Submission.complete`)."""
+        def then(submission: Submission, run_follows: object) -> None:
+            if run_follows:
+                self._enqueue(submission.id, Queue.run)
             self._drop_lease(lease.queue, lease.submission_id)
-            return submission
 
-    @staticmethod
-    def _end(submission: Submission, status: SubmissionStatus, error: str | None) -> None:
-        submission.status = status
-        submission.error = error
-        for stage in STAGES:
-            if getattr(submission.stages, stage) is None:
-                setattr(submission.stages, stage, StageResult.skipped())
+        return self._leased_change(
+            lease, lambda s: s.complete(lease.queue.value, error=error,
+                                        environment=environment), then)[0]
 
-    def release(self, lease: Lease, reason: str) -> Submission:
-        """Give the job back (the holder could not finish it); counts as an attempt."""
-        with self._locked():
-            self._check(lease)
-            return self._requeue(lease.queue, lease.submission_id, reason)
+    def release(self, lease: Lease, reason: str, *, tried: bool = True) -> Submission:
+        """Give the job back (the holder could not finish it); it counts as an
+        attempt unless not `tried` (the host failed before the submission ran)."""
+        self._check(lease)
+        return self._requeue(lease.queue, lease.submission_id, reason, holder=lease.holder,
+                             tried=tried)
 
     def release_held_by(self, holder_prefix: str, reason: str, *,
-                        keep: str | None = None) -> list[str]:
+                        keep: str | None = None,
+                        alive: Callable[[str], bool] | None = None) -> list[str]:
         """Give back every lease whose holder starts with `holder_prefix`
-        (a restarted runner's predecessor), except those of `keep`."""
+        (a restarted runner's predecessor), except those of `keep` and of
+        holders `alive` says still run."""
         released = []
-        with self._locked():
-            for queue in Queue:
-                for submission_id in self.leased(queue):
-                    record = self._read_lease(submission_id)
-                    if (record is None or not record.holder.startswith(holder_prefix)
-                            or record.holder == keep):
-                        continue
-                    self._requeue(queue, submission_id, reason)
-                    released.append(submission_id)
+        for queue in Queue:
+            for submission_id in self.leased(queue):
+                record = self._read_lease(submission_id)
+                if (record is None or not record.holder.startswith(holder_prefix)
+                        or record.holder == keep
+                        or (alive is not None and alive(record.holder))):
+                    continue
+                self._requeue(queue, submission_id, reason, holder=record.holder)
+                released.append(submission_id)
         return released
 
     # -- expiry -------------------------------------------------------------
 
-    def _requeue(self, queue: Queue, submission_id: str, reason: str) -> Submission:
+    def _requeue(self, queue: Queue, submission_id: str, reason: str, *,
+                 holder: str | None = None, tried: bool = True) -> Submission:
         """Put a leased job back in its queue, or end it after max attempts.
+        With `holder`, only while that holder still has the lease."""
+        def change(submission: Submission) -> bool | None:
+            if holder is not None:
+                record = self._read_lease(submission_id)
+                if record is not None and record.holder != holder:
+                    return None  # leased again meanwhile: leave it be
+            return submission.requeue(reason, self.max_attempts, tried=tried)
 
-        Called with the lock held.
-        """
-        submission = self.get(submission_id)
-        if not submission.status.ended:
-            if submission.attempts >= self.max_attempts:
-                self._end(submission, SubmissionStatus.error,
-                          f"gave up after {submission.attempts} attempts: {reason}")
-            else:
-                submission.status = SubmissionStatus.queued
-                submission.error = None
-            submission.updated_at = utcnow()
-            self._write(submission)
-            if not submission.status.ended:
+        def then(submission: Submission, back: object) -> None:
+            if back is None:
+                return
+            if back:
                 self._enqueue(submission_id, queue)
-        self._drop_lease(queue, submission_id)
-        return submission
+            self._drop_lease(queue, submission_id)
+
+        return self._change(submission_id, change, queue, then)[0]
 
     def leased(self, queue: Queue) -> list[str]:
-        return sorted(name for name in os.listdir(self._leased_dir(queue))
-                      if not name.startswith("."))
+        return _names(self._leased_dir(queue))
 
-    def lease_of(self, submission_id: str) -> LeaseRecord | None:
+    def lease_of(self, submission_id: str) -> Lease | None:
         return self._read_lease(submission_id)
 
     def expire_leases(self, *, holder_alive: Callable[[str], bool] | None = None,
@@ -434,18 +549,17 @@ class Spool:
         """
         now = time.time() if now is None else now
         touched = []
-        with self._locked():
-            self._drop_unfinished_creations(now)
-            for queue in Queue:
-                for submission_id in self.leased(queue):
-                    reason = self._expiry_reason(queue, submission_id, now, holder_alive)
-                    if reason is None:
-                        continue
-                    try:
-                        self._requeue(queue, submission_id, reason)
-                    except NotFound:
-                        self._drop_lease(queue, submission_id)
-                    touched.append(submission_id)
+        self._drop_unfinished_creations(now)
+        for queue in Queue:
+            for submission_id in self.leased(queue):
+                reason = self._expiry_reason(queue, submission_id, now, holder_alive)
+                if reason is None:
+                    continue
+                try:
+                    self._requeue(queue, submission_id, reason)
+                except NotFound:
+                    self._drop_lease(queue, submission_id)
+                touched.append(submission_id)
         return touched
 
     def fall_back_to_workers(self, older_than_s: float, *,
@@ -505,6 +619,6 @@ class Spool:
         return None
 
 
-def _succeeded(result: StageResult | None) -> bool:
-    return result is not None and result.status is StageStatus.ok
-
+def _names(directory: Path) -> list[str]:
+    """The entries of a spool directory, oldest id first; temporary files left out."""
+    return sorted(name for name in os.listdir(directory) if not name.startswith("."))

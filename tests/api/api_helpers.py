@@ -20,13 +20,22 @@ from nixjail.spool import Queue, Spool
 SUBMITTER = "submitter-token-1"
 WORKER = "worker-token-1"
 BOTH = "both-token-1"
+# Tenants named in the tokens file: alice has two tokens, ops is an admin.
+ALICE = "alice-token-1"
+ALICE_TOO = "alice-token-2"
+BOB = "bob-token-1"
+ADMIN = "admin-token-1"
 
 TOKENS = f"""\
-# role token
+# role token [tenant]
 submitter {SUBMITTER}
 worker    {WORKER}
 submitter {BOTH}
 worker {BOTH}
+submitter {ALICE} alice
+submitter {ALICE_TOO} alice
+submitter {BOB} bob
+admin {ADMIN} ops
 """
 
 
@@ -64,14 +73,16 @@ class Api:
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         return self.request("GET", path, **kwargs)
 
-    def submit(self, **changes: Any) -> dict[str, Any]:
-        answer = self.post("/v1/submissions", json=sample_request(**changes))
+    def submit(self, *, token: str | None = BOTH, **changes: Any) -> dict[str, Any]:
+        answer = self.post("/v1/submissions", json=sample_request(**changes), token=token)
         assert answer.status_code == 202, answer.text
         return answer.json()
 
     def finish(self, submission_id: str) -> Submission:
         """Play both workers through the spool: the submission ends done."""
-        lease = self.spool.lease(Queue.dependencies, "test-builder")
+        # The queue entry is written before the record: a job is leasable
+        # once both are there, which the lease's own wait covers.
+        lease = self.spool.lease(Queue.dependencies, "test-builder", wait_s=5)
         assert lease is not None and lease.submission_id == submission_id
         self.spool.report_stage(lease, "dependencies", StageResult(status="ok", cached=True))
         self.spool.complete(lease)
@@ -83,16 +94,17 @@ class Api:
         return self.spool.complete(lease)
 
 
-def start_server(tmp: Path, *, auth: bool = True, **api_settings: Any) -> tuple[Api, Callable]:
+def start_server(tmp: Path, *, auth: bool = True, spool_dir: Path | None = None,
+                 **api_settings: Any) -> tuple[Api, Callable]:
     tmp.mkdir(parents=True, exist_ok=True)
     tokens_file = None
     if auth:
         tokens_file = tmp / "tokens"
         tokens_file.write_text(TOKENS)
     settings = Settings(
-        spool_dir=tmp / "spool", run_dir=tmp / "run",
+        spool_dir=spool_dir or tmp / "spool", run_dir=tmp / "run",
         api={"tokens_file": tokens_file, "max_wait_s": 5, "max_body_bytes": 256 * 1024,
-             "threads": 4, **api_settings},
+             "threads": 8, "max_waiters": 4, **api_settings},
     )
     spool = Spool(settings.spool_dir, settings.run_dir, lease_s=settings.lease_s,
                   max_attempts=settings.max_attempts)

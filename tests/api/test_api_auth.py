@@ -8,6 +8,8 @@ import time
 import pytest
 from api_helpers import BOTH, SUBMITTER, WORKER, Api, sample_request
 
+from nixjail.spool import Queue
+
 LEASE = {"queue": "run", "holder": "w"}
 
 
@@ -68,5 +70,25 @@ def test_a_missing_tokens_file_locks_everything(api: Api) -> None:
 def test_without_a_tokens_file_auth_is_off(make_api, token: str | None) -> None:
     api = make_api(auth=False)
     assert api.post("/v1/submissions", json=sample_request(), token=token).status_code == 202
+    assert api.get("/v1/submissions", token=token).status_code == 200
+
+
+@pytest.mark.parametrize("token", [None, "anything", WORKER])
+def test_without_a_tokens_file_every_lease_endpoint_is_refused(make_api,
+                                                               token: str | None) -> None:
+    api = make_api(auth=False)
+    created = api.submit()
     lease = {"queue": "dependencies", "holder": "w"}
-    assert api.post("/v1/leases", json=lease, token=token).status_code == 200
+    for path, body in (("/v1/leases", lease),
+                       (f"/v1/leases/{created['id']}/renew", {"token": "t"}),
+                       (f"/v1/leases/{created['id']}/complete", {"token": "t"}),
+                       (f"/v1/leases/{created['id']}/release", {"token": "t", "reason": "x"})):
+        answer = api.post(path, json=body, token=token)
+        assert answer.status_code == 403, path
+        assert answer.json()["errors"][0]["field"] == "Authorization"
+    answer = api.request("PUT", f"/v1/leases/{created['id']}/stages/run", token=token,
+                         json={"token": "t", "result": {"status": "ok"}})
+    assert answer.status_code == 403
+    # Nothing was leased: the job still waits for this host's own services.
+    assert api.spool.queued(Queue.dependencies) == [created["id"]]
+    assert api.spool.get(created["id"]).status == "queued"

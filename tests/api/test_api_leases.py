@@ -25,11 +25,12 @@ def test_full_flow_dependencies_then_run(api: Api) -> None:
     assert grant["lease"]["holder"] == "test-worker"
     assert grant["submission"]["status"] == "building"
     assert grant["submission"]["attempts"] == 1
-    # The request's own limit, server defaults for the rest.
-    assert grant["limits"]["run"]["memory_mib"] == 100
-    assert grant["limits"]["run"]["wall_time_s"] == api.settings.limits_default.run.wall_time_s
-    default = api.settings.limits_default.compile.model_dump()
-    assert grant["limits"]["compile"] == default
+    # The request's own limit, server defaults for the rest, fixed when accepted.
+    limits = grant["submission"]["limits"]
+    assert created["limits"] == limits
+    assert limits["run"]["memory_mib"] == 100
+    assert limits["run"]["wall_time_s"] == api.settings.limits_default.run.wall_time_s
+    assert limits["compile"] == api.settings.limits_default.compile.model_dump()
 
     token, sid = grant["lease"]["token"], created["id"]
     renewed = api.post(f"/v1/leases/{sid}/renew", json={"token": token}, token=WORKER)

@@ -18,7 +18,7 @@ from nixjail.spool import Spool
 def test_healthz_is_ok(api: Api) -> None:
     answer = api.get("/healthz", token=None)
     assert answer.status_code == 200
-    assert answer.json() == {"status": "ok"}
+    assert answer.json() == {"status": "ok", "parts": {}}
 
 
 def test_healthz_is_503_when_the_spool_cannot_be_written(api: Api) -> None:

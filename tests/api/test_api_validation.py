@@ -92,7 +92,7 @@ def test_wrong_content_type_is_415(api: Api, content_type: str | None) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
     answer = api.post("/v1/submissions", data=json.dumps(sample_request()).encode(),
                       headers=headers)
-    assert_error(answer, 415)
+    assert_error(answer, 415, "Content-Type")
 
 
 def test_content_type_parameters_and_case_are_accepted(api: Api) -> None:
@@ -104,13 +104,13 @@ def test_content_type_parameters_and_case_are_accepted(api: Api) -> None:
 def test_oversize_body_is_413_from_content_length(api: Api) -> None:
     cap = api.settings.api.max_body_bytes
     big = sample_request(stdin="x" * cap)
-    assert_error(api.post("/v1/submissions", json=big), 413)
+    assert_error(api.post("/v1/submissions", json=big), 413, "body")
     # Only just above the cap counts as well.
     data = json.dumps(sample_request(stdin="")).encode()
     padded = data[:-1] + b" " * (cap + 1 - len(data)) + b"}"
     assert len(padded) == cap + 1
     assert_error(api.post("/v1/submissions", data=padded,
-                          headers={"Content-Type": "application/json"}), 413)
+                          headers={"Content-Type": "application/json"}), 413, "body")
     at_cap = data[:-1] + b" " * (cap - len(data)) + b"}"
     assert api.post("/v1/submissions", data=at_cap,
                     headers={"Content-Type": "application/json"}).status_code == 202
@@ -128,10 +128,28 @@ def test_oversize_chunked_body_is_413(api: Api) -> None:
     answer = api.post("/v1/submissions", data=chunks(),
                       headers={"Content-Type": "application/json"})
     assert answer.request.headers["Transfer-Encoding"] == "chunked"
-    assert_error(answer, 413)
+    assert_error(answer, 413, "body")
     small = iter([b'{"shell_nix": "x", ', b'"run_sh": "y"}'])
     assert api.post("/v1/submissions", data=small,
                     headers={"Content-Type": "application/json"}).status_code == 202
+
+
+def test_a_client_that_sends_a_large_body_whole_gets_the_json_413(api: Api) -> None:
+    # urllib sends the whole body before it reads a byte of the answer; a
+    # server that answered early and closed would reset its connection.
+    import urllib.error
+    import urllib.request
+
+    body = b'{"shell_nix": "x", "run_sh": "y", "stdin": "' + b"x" * (20 << 20) + b'"}'
+    request = urllib.request.Request(
+        api.url + "/v1/submissions", data=body, method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {BOTH}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=60)
+    assert refused.value.code == 413
+    answer = json.loads(refused.value.read())
+    assert answer["errors"] == [{"field": "body", "reason": answer["description"]}]
+    assert str(api.settings.api.max_body_bytes) in answer["description"]
 
 
 def test_a_huge_declared_length_is_refused_before_the_body_arrives(api: Api) -> None:
@@ -204,13 +222,13 @@ def test_bad_wait_on_get_is_400(api: Api) -> None:
 
 
 def test_unknown_routes_and_methods_answer_json(api: Api) -> None:
-    body = assert_error(api.get("/v2/submissions"), 404)
+    body = assert_error(api.get("/v2/submissions"), 404, "path")
     assert body["title"] == "not found"
     answer = api.request("PATCH", "/v1/submissions")
-    body = assert_error(answer, 405)
+    body = assert_error(answer, 405, "method")
     assert body["title"] == "method not allowed"
     assert "POST" in answer.headers["Allow"]
-    assert_error(api.request("DELETE", "/v1/leases"), 405)
+    assert_error(api.request("DELETE", "/v1/leases"), 405, "method")
 
 
 def test_an_unexpected_failure_is_a_plain_500(api: Api, monkeypatch, caplog) -> None:
@@ -219,7 +237,7 @@ def test_an_unexpected_failure_is_a_plain_500(api: Api, monkeypatch, caplog) -> 
 
     monkeypatch.setattr(api.spool, "list", explode)
     answer = api.get("/v1/submissions")
-    body = assert_error(answer, 500)
+    body = assert_error(answer, 500, "request")
     assert body["title"] == "internal error"
     assert "secret" not in answer.text and "Traceback" not in answer.text
     assert any("secret internals" in (r.exc_text or "") or r.exc_info for r in caplog.records)

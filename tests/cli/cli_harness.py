@@ -189,3 +189,26 @@ class ToyWorker(threading.Thread):
 
 def as_json(text: str) -> dict:
     return json.loads(text)
+
+
+def submission_id_of(stderr: str) -> str:
+    """The id in the last line `submit` prints: `submission ID: STATUS`."""
+    last = stderr.splitlines()[-1]
+    assert last.startswith("submission "), stderr
+    return last.split()[1].rstrip(":")
+
+
+def make_dir(root: Path, files: dict[str, str | bytes], name: str = "submission") -> Path:
+    """A submission directory under `root` holding `files`."""
+    directory = root / name
+    for relative, content in files.items():
+        path = directory / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+    return directory
+
+
+SHELL_NIX = "{ pkgs ? import <nixpkgs> {} }: pkgs.mkShell { packages = [ pkgs.busybox ]; }\n"

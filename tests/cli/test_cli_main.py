@@ -23,11 +23,18 @@ def test_version() -> None:
     assert nixjail("--version").stdout == f"nixjail {__version__}\n"
 
 
-def test_usage_errors_exit_2() -> None:
+def test_usage_errors() -> None:
+    # No command, or an unknown one: argparse's own 2, before any command runs.
     assert nixjail().returncode == 2
     assert nixjail("frobnicate").returncode == 2
-    assert nixjail("submit").returncode == 2
-    assert nixjail("submit", ".", "--limit", "nonsense").returncode == 2
+    # The commands that talk to the API keep 2 for a program's own exit code.
+    for argv in (["submit"], ["submit", ".", "--limit", "nonsense"], ["submit", ".", "--bogus"],
+                 ["status"], ["status", "x", "--wait", "0"], ["cancel"], ["cancel", "a", "b"],
+                 ["list", "--limit", "0"], ["list", "--status", "finished"],
+                 ["list", "--all", "--limit", "3"]):
+        done = nixjail(*argv)
+        assert done.returncode == 64, (argv, done.stderr)
+        assert f"nixjail {argv[0]}: error: " in done.stderr, argv
 
 
 def test_only_the_chosen_subcommand_is_imported() -> None:
@@ -42,11 +49,12 @@ def test_only_the_chosen_subcommand_is_imported() -> None:
 def test_every_subcommand_has_its_parser() -> None:
     for name in main.COMMANDS:
         parser = main.build_parser([name])
-        args = parser.parse_args([name, "x"] if name == "submit" else [name])
+        args = parser.parse_args([name, "x"] if name in ("submit", "status", "cancel")
+                                 else [name])
         assert callable(args.func), name
 
 
-def test_ctrl_c_exits_130(tmp_path) -> None:
+def test_ctrl_c_gives_up_with_75(tmp_path) -> None:
     # A submit waiting on a server that never answers, interrupted.
     import socket
 
@@ -64,5 +72,5 @@ def test_ctrl_c_exits_130(tmp_path) -> None:
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=10)
         conn.close()
-    assert process.returncode == 130
-    assert "Traceback" not in stderr
+    assert process.returncode == 75
+    assert stderr == "\nnixjail: interrupted\n"

@@ -10,10 +10,12 @@ from pathlib import Path
 from cli_harness import (
     EXAMPLES,
     NIXJAIL,
+    SHELL_NIX,
     Api,
     ToyWorker,
     as_json,
     free_port,
+    make_dir,
     nixjail,
     start_api,
     stop_api,
@@ -22,21 +24,6 @@ from cli_harness import (
 from nixjail.models import FileContent, FileEncoding, Submission, SubmissionStatus
 
 HELLO = EXAMPLES / "hello"
-
-
-def make_dir(root: Path, files: dict[str, str | bytes]) -> Path:
-    directory = root / "submission"
-    for name, content in files.items():
-        path = directory / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content)
-    return directory
-
-
-SHELL_NIX = "{ pkgs ? import <nixpkgs> {} }: pkgs.mkShell { packages = [ pkgs.busybox ]; }\n"
 
 
 def test_no_wait_queues_and_shows_it_queued(api: Api) -> None:
@@ -98,7 +85,7 @@ def test_signaled_program_exits_128_plus_signal(api: Api, tmp_path: Path) -> Non
     assert "sig 9" in done.stderr
 
 
-def test_failed_compile_exits_1_and_shows_why(api: Api, tmp_path: Path) -> None:
+def test_failed_compile_exits_65_and_shows_why(api: Api, tmp_path: Path) -> None:
     directory = make_dir(tmp_path, {
         "shell.nix": SHELL_NIX, "compile.sh": "echo 'main.c:1: error' >&2; exit 1\n",
         "run.sh": "echo never\n"})
@@ -106,7 +93,7 @@ def test_failed_compile_exits_1_and_shows_why(api: Api, tmp_path: Path) -> None:
     worker.start()
     done = nixjail("submit", directory, "--api", api.url)
     worker.finish()
-    assert done.returncode == 1
+    assert done.returncode == 65
     assert done.stdout == ""
     assert "--- compile failed: nonzero_exit\nmain.c:1: error\n" in done.stderr
     assert done.stderr.splitlines()[-1].endswith(": failed")
@@ -135,13 +122,13 @@ def test_no_wait_json(api: Api) -> None:
 def test_directory_without_run_sh_is_a_usage_error(tmp_path: Path) -> None:
     directory = make_dir(tmp_path, {"shell.nix": SHELL_NIX, "compile.sh": "true\n"})
     done = nixjail("submit", directory, "--api", f"http://127.0.0.1:{free_port()}")
-    assert done.returncode == 2
+    assert done.returncode == 64
     assert done.stderr == f"nixjail: {directory} has no run.sh\n"
 
 
 def test_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
     done = nixjail("submit", tmp_path / "nowhere")
-    assert done.returncode == 2
+    assert done.returncode == 64
     assert done.stderr == f"nixjail: {tmp_path / 'nowhere'} is not a directory\n"
 
 
@@ -151,7 +138,7 @@ def test_symlink_outside_the_directory_is_refused(tmp_path: Path) -> None:
     directory = make_dir(tmp_path, {"shell.nix": SHELL_NIX, "run.sh": "cat key\n"})
     (directory / "key").symlink_to(secret)
     done = nixjail("submit", directory, "--no-wait")
-    assert done.returncode == 2
+    assert done.returncode == 64
     assert done.stderr.startswith(f"nixjail: {directory / 'key'} is a symlink to {secret}, "
                                   f"outside {directory}")
     assert "Traceback" not in done.stderr
@@ -159,7 +146,7 @@ def test_symlink_outside_the_directory_is_refused(tmp_path: Path) -> None:
 
 def test_server_refusal_names_the_field_and_reason(api: Api) -> None:
     done = nixjail("submit", HELLO, "--api", api.url, "--wall-time", "1000")
-    assert done.returncode == 2
+    assert done.returncode == 64
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("nixjail: ")
     assert "wall_time_s" in done.stderr
     assert "above the maximum 60" in done.stderr
@@ -168,10 +155,10 @@ def test_server_refusal_names_the_field_and_reason(api: Api) -> None:
 
 def test_bad_limit_flag_is_refused_before_sending(tmp_path: Path) -> None:
     done = nixjail("submit", HELLO, "--limit", "run.wall_time_s=-1")
-    assert done.returncode == 2
+    assert done.returncode == 64
     assert done.stderr.startswith("nixjail: limits.run.wall_time_s: ")
     done = nixjail("submit", HELLO, "--limit", "link.memory_mib=5")
-    assert done.returncode == 2
+    assert done.returncode == 64
     assert "unknown stage 'link'" in done.stderr
 
 
@@ -188,23 +175,49 @@ def test_limit_flags_reach_the_request(api: Api) -> None:
     assert request.limits.dependencies.model_dump(exclude_none=True) == {}
 
 
-def test_binary_files_go_base64_and_hidden_dirs_stay_home(api: Api, tmp_path: Path) -> None:
+def test_binary_files_go_base64(api: Api, tmp_path: Path) -> None:
     blob = bytes(range(256))
     directory = make_dir(tmp_path, {
         "shell.nix": SHELL_NIX, "run.sh": "od -c data/blob.bin\n",
-        "data/blob.bin": blob, "data/notes.txt": "plain text\n", "nul.txt": "a\x00b",
-        ".git/config": "[core]\n", ".env": "KEY=1\n"})
+        "data/blob.bin": blob, "data/notes.txt": "plain text\n", "nul.txt": "a\x00b"})
     inside = directory / "data" / "alias.txt"
     inside.symlink_to(directory / "data" / "notes.txt")
     done = nixjail("submit", directory, "--api", api.url, "--no-wait")
     assert done.returncode == 0, done.stderr
     files = api.spool.get(done.stdout.split()[0]).request.files
-    assert set(files) == {"data/blob.bin", "data/notes.txt", "data/alias.txt", "nul.txt",
-                          ".env"}
+    assert set(files) == {"data/blob.bin", "data/notes.txt", "data/alias.txt", "nul.txt"}
     assert files["data/blob.bin"] == FileContent(
         content=base64.b64encode(blob).decode(), encoding=FileEncoding.base64)
     assert isinstance(files["nul.txt"], FileContent)
     assert files["data/notes.txt"] == files["data/alias.txt"] == "plain text\n"
+
+
+HIDDEN = {".env": "KEY=1\n", ".netrc": "machine x login y password z\n",
+          ".git/config": "[core]\n", "src/.secret": "s\n", "src/.cache/blob": "b\n",
+          "src/main.sh": "echo hi\n"}
+
+
+def test_hidden_files_stay_home_and_are_named(api: Api, tmp_path: Path) -> None:
+    directory = make_dir(tmp_path, {"shell.nix": SHELL_NIX, "run.sh": "sh src/main.sh\n",
+                                    **HIDDEN})
+    done = nixjail("submit", directory, "--api", api.url, "--no-wait")
+    assert done.returncode == 0, done.stderr
+    files = api.spool.get(done.stdout.split()[0]).request.files
+    assert set(files) == {"src/main.sh"}
+    # A hidden directory is named once, not file by file.
+    assert done.stderr == (
+        f"nixjail: left out 5 hidden entries of {directory} (--include-hidden sends them): "
+        ".env, .git/, .netrc, src/.cache/, src/.secret\n")
+
+
+def test_include_hidden_sends_them(api: Api, tmp_path: Path) -> None:
+    directory = make_dir(tmp_path, {"shell.nix": SHELL_NIX, "run.sh": "sh src/main.sh\n",
+                                    **HIDDEN})
+    done = nixjail("submit", directory, "--api", api.url, "--no-wait", "--include-hidden")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    request = api.spool.get(done.stdout.split()[0]).request
+    assert request.files == HIDDEN
 
 
 def test_too_large_file_is_refused(tmp_path: Path) -> None:
@@ -212,14 +225,14 @@ def test_too_large_file_is_refused(tmp_path: Path) -> None:
     with open(directory / "big.bin", "wb") as big:
         big.truncate(9 * 1024 * 1024)
     done = nixjail("submit", directory)
-    assert done.returncode == 2
+    assert done.returncode == 64
     assert done.stderr == (f"nixjail: {directory / 'big.bin'} is 9.0 MiB; "
                            "a submission carries at most 8.0 MiB\n")
 
 
 def test_timeout_gives_up_waiting_but_leaves_the_submission(api: Api) -> None:
     done = nixjail("submit", HELLO, "--api", api.url, "--timeout", "0.5")
-    assert done.returncode == 1
+    assert done.returncode == 75
     assert "gave up waiting after 0.5 s; submission " in done.stderr
     submission_id = done.stderr.split("submission ")[1].split()[0]
     assert api.spool.get(submission_id).status is SubmissionStatus.queued
@@ -227,7 +240,7 @@ def test_timeout_gives_up_waiting_but_leaves_the_submission(api: Api) -> None:
 
 def test_unreachable_api_is_one_line(tmp_path: Path) -> None:
     done = nixjail("submit", HELLO, "--api", f"http://127.0.0.1:{free_port()}")
-    assert done.returncode == 2
+    assert done.returncode == 75
     assert done.stderr.startswith("nixjail: cannot reach the nixjail API at http://127.0.0.1:")
     assert done.stderr.count("\n") == 1
 
@@ -267,7 +280,7 @@ def test_bearer_token_from_flag_file_or_environment(tmp_path: Path) -> None:
     api = start_api(tmp_path, api_extra=f'tokens_file = "{tokens}"')
     try:
         refused = nixjail("submit", HELLO, "--api", api.url, "--no-wait")
-        assert refused.returncode == 2
+        assert refused.returncode == 64
         assert refused.stderr.startswith("nixjail: ") and "(HTTP 401)" in refused.stderr
         token_file = tmp_path / "token"
         token_file.write_text("s3cret\n")

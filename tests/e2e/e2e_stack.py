@@ -102,8 +102,17 @@ def wait_for_http(url: str, timeout: float = 20) -> None:
 
 
 def our_containers(runner_name: str) -> list:
+    # Sparse: without a look at each one, which a removal under way would fail.
     return docker.from_env().containers.list(
-        all=True, filters={"label": f"org.nixjail.runner={runner_name}"})
+        all=True, sparse=True, filters={"label": f"org.nixjail.runner={runner_name}"})
+
+
+def our_container_names(runner_name: str, *, running: bool = False) -> list[str]:
+    """Names of the runner's containers (only those started, with `running`);
+    a sparse container knows them from the listing alone."""
+    return [name.lstrip("/") for container in our_containers(runner_name)
+            if not running or container.attrs.get("State") == "running"
+            for name in container.attrs.get("Names", [])[:1]]
 
 
 @dataclass
@@ -118,6 +127,11 @@ class CacheSetup:
     worker_store_root: Path
     run_cache_builder: bool = True
     fallback_after_s: float = 120
+
+
+# Where the fixture's `counted` package counts builds: the one host directory
+# the cache builder's builds see in their sandbox (cache_builder.sandbox_paths).
+BUILD_COUNTERS = Path(tempfile.gettempdir()) / "nixjail-build-counters"
 
 
 def start_stack(base: Path, *, remote_runner: bool = False,
@@ -146,9 +160,12 @@ def start_stack(base: Path, *, remote_runner: bool = False,
                         f'caches = ["{cache.cache_url}"]\n'
                         f'trusted_public_keys = ["{cache.trusted_key}"]\n'
                         f'gc_roots_dir = "{base / "worker-roots"}"')
+        BUILD_COUNTERS.mkdir(exist_ok=True)
+        BUILD_COUNTERS.chmod(0o1777)
         cache_builder = f"""
 [cache_builder]
 enabled = true
+sandbox_paths = ["{BUILD_COUNTERS}"]
 fallback_after_s = {cache.fallback_after_s}
 idle_exit_s = 600
 nixpkgs = "{FIXTURE_NIXPKGS}"

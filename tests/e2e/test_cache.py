@@ -10,14 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_stack import Stack, our_containers
+from e2e_stack import BUILD_COUNTERS, Stack, our_containers
 
 pytestmark = [pytest.mark.docker, pytest.mark.nix]
 
 
 def counter_file() -> Path:
     # The build runs as a build user of the nix-daemon: it must be able to append.
-    directory = Path(tempfile.mkdtemp(prefix="nixjail-counter-"))
+    directory = Path(tempfile.mkdtemp(prefix="counter-", dir=BUILD_COUNTERS))
     directory.chmod(0o1777)
     counter = directory / "builds"
     counter.touch(mode=0o666)

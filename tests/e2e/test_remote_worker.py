@@ -30,3 +30,18 @@ def test_the_worker_token_cannot_submit_and_no_token_cannot_lease(remote_stack: 
     status, answer = anonymous.request("POST", "/v1/leases",
                                        {"queue": "run", "holder": "intruder", "wait_s": 0})
     assert status == 401, answer
+
+
+def test_a_stage_of_the_largest_run_output_reaches_the_api(remote_stack: Stack) -> None:
+    # 1 MiB of control characters on stdout and on stderr, the run stage's
+    # maximum output: the worker's report of it is six times that in JSON,
+    # above the API's usual body cap (api.max_body_bytes, 8 MiB).
+    mib = 1024 * 1024
+    flood = f"busybox head -c {mib} /dev/zero | busybox tr '\\000' '\\001'"
+    submission = remote_stack.submit(run_sh=f"{flood}; {flood} >&2",
+                                     limits={"run": {"output_kib": 1024}})
+    assert submission["status"] == "done", submission["error"]
+    run = submission["stages"]["run"]
+    assert run["status"] == "ok", {k: v for k, v in run.items() if "std" not in k}
+    assert run["stdout"] == run["stderr"] == "\x01" * mib
+    assert not run["stdout_truncated"] and not run["stderr_truncated"]

@@ -7,6 +7,7 @@ names each field at fault, so a client can point its user at the exact place.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import re
@@ -49,10 +50,19 @@ def serialize_error(req: falcon.Request, resp: falcon.Response,
         # "404 Not Found"; speak like the rest of the API
         title = HTTPStatus(code).phrase.lower()
     description = exc.description or _default_description(req, code, title)
-    body = ErrorBody(title=title, description=description,
-                     errors=getattr(exc, "errors", []))
+    errors = getattr(exc, "errors", None) or [
+        FieldError(field=_FIELD_AT_FAULT.get(code, "request"), reason=description)]
+    body = ErrorBody(title=title, description=description, errors=errors)
     resp.data = body.model_dump_json().encode()
     resp.content_type = falcon.MEDIA_JSON
+
+
+# Where the fault lies when a refusal names no field itself.
+_FIELD_AT_FAULT = {
+    400: "request", 401: "Authorization", 403: "Authorization", 404: "path",
+    405: "method", 409: "status", 411: "Content-Length", 413: "body",
+    415: "Content-Type", 429: "queue", 431: "headers", 503: "spool", 507: "spool",
+}
 
 
 def _default_description(req: falcon.Request, code: int, title: str) -> str:
@@ -67,7 +77,8 @@ def _default_description(req: falcon.Request, code: int, title: str) -> str:
 
 def _not_found(req: falcon.Request, resp: falcon.Response, ex: NotFound,
                params: dict[str, Any]) -> None:
-    raise ApiError(404, "not found", str(ex))
+    field = "submission_id" if "submission_id" in params else "path"
+    raise ApiError(404, "not found", str(ex), [FieldError(field=field, reason=str(ex))])
 
 
 def _conflict(req: falcon.Request, resp: falcon.Response, ex: Conflict,
@@ -77,12 +88,28 @@ def _conflict(req: falcon.Request, resp: falcon.Response, ex: Conflict,
 
 def _lease_lost(req: falcon.Request, resp: falcon.Response, ex: LeaseLost,
                 params: dict[str, Any]) -> None:
-    raise ApiError(409, "lease lost", str(ex))
+    raise ApiError(409, "lease lost", str(ex), [FieldError(field="token", reason=str(ex))])
 
 
 def _invalid_input(req: falcon.Request, resp: falcon.Response, ex: InvalidInput,
                    params: dict[str, Any]) -> None:
     raise invalid(ex.field, ex.reason)
+
+
+def _os_error(req: falcon.Request, resp: falcon.Response, ex: OSError,
+              params: dict[str, Any]) -> None:
+    # A full or read-only spool is the operator's to mend, and passes: say
+    # so plainly. Every write is atomic, so nothing half-written stays.
+    if ex.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = "the spool's disk is full; try again later"
+        raise ApiError(507, "insufficient storage", reason,
+                       [FieldError(field="spool", reason=reason)],
+                       headers={"Retry-After": "30"})
+    if ex.errno == errno.EROFS:
+        reason = "the spool is read-only; try again later"
+        raise ApiError(503, "unavailable", reason, [FieldError(field="spool", reason=reason)],
+                       headers={"Retry-After": "30"})
+    _unexpected(req, resp, ex, params)
 
 
 def _unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception,
@@ -96,6 +123,7 @@ def _unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception,
 def install(app: falcon.App) -> None:
     app.set_error_serializer(serialize_error)
     app.add_error_handler(Exception, _unexpected)
+    app.add_error_handler(OSError, _os_error)
     app.add_error_handler(NotFound, _not_found)
     app.add_error_handler(Conflict, _conflict)
     app.add_error_handler(LeaseLost, _lease_lost)

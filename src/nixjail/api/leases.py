@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hmac
 from collections.abc import Callable
 from typing import cast
@@ -20,14 +19,11 @@ from nixjail.api.schemas import (
     LeaseToken,
     StageReport,
 )
+from nixjail.api.submissions import WaitSlots
 from nixjail.errors import LeaseLost
 from nixjail.models import STAGES, StageName, Submission, SubmissionStatus
 from nixjail.settings import Settings
-from nixjail.spool import Lease, LeaseRecord, Spool
-
-
-def _record(lease: Lease) -> LeaseRecord:
-    return LeaseRecord(**dataclasses.asdict(lease))
+from nixjail.spool import Lease, Spool
 
 
 def _is_id(value: str) -> bool:
@@ -37,20 +33,20 @@ def _is_id(value: str) -> bool:
 class LeaseCollection:
     role = "worker"
 
-    def __init__(self, spool: Spool, settings: Settings) -> None:
+    def __init__(self, spool: Spool, settings: Settings, waits: WaitSlots) -> None:
         self.spool = spool
         self.settings = settings
+        self.waits = waits
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = parse_body(req, LeaseRequest, self.settings.api.max_body_bytes)
-        wait_s = min(body.wait_s, self.settings.api.max_wait_s)
-        lease = self.spool.lease(body.queue, body.holder, wait_s=wait_s)
+        with self.waits.wait_for(body.wait_s, resp) as wait_s:
+            lease = self.spool.lease(body.queue, body.holder, wait_s=wait_s)
         if lease is None:
             resp.status = falcon.HTTP_204
             return
         submission = self.spool.get(lease.submission_id)
-        respond(resp, LeaseGrant(lease=_record(lease), submission=submission,
-                                 limits=self.settings.resolve_limits(submission.request)))
+        respond(resp, LeaseGrant(lease=lease, submission=submission))
 
 
 class LeaseItem:
@@ -70,7 +66,7 @@ class LeaseItem:
         record = self.spool.lease_of(submission_id) if _is_id(submission_id) else None
         if record is None or not hmac.compare_digest(record.token.encode(), token.encode()):
             raise LeaseLost(f"no lease on {submission_id} with this token")
-        return Lease(**record.model_dump())
+        return record
 
     def _requeued(self, submission: Submission) -> None:
         if submission.status is SubmissionStatus.queued:
@@ -80,14 +76,17 @@ class LeaseItem:
                       submission_id: str) -> None:
         body = parse_body(req, LeaseToken, self.settings.api.max_body_bytes)
         lease = self.spool.renew(self._held(submission_id, body.token))
-        respond(resp, LeaseRenewal(lease=_record(lease)))
+        respond(resp, LeaseRenewal(lease=lease))
 
     def on_put_stage(self, req: falcon.Request, resp: falcon.Response,
                      submission_id: str, stage: str) -> None:
         if stage not in STAGES:
             raise invalid("stage", f"must be one of {', '.join(STAGES)}",
                           title="invalid parameter")
-        body = parse_body(req, StageReport, self.settings.api.max_body_bytes)
+        body = parse_body(req, StageReport, self.settings.max_report_bytes,
+                          too_large="the most a stage report takes: stdout and stderr of "
+                          "the largest output_kib in limits_max, every byte at its worst "
+                          "in JSON")
         lease = self._held(submission_id, body.token)
         respond(resp, self.spool.report_stage(lease, cast(StageName, stage), body.result))
 
@@ -102,6 +101,7 @@ class LeaseItem:
     def on_post_release(self, req: falcon.Request, resp: falcon.Response,
                         submission_id: str) -> None:
         body = parse_body(req, LeaseRelease, self.settings.api.max_body_bytes)
-        submission = self.spool.release(self._held(submission_id, body.token), body.reason)
+        submission = self.spool.release(self._held(submission_id, body.token), body.reason,
+                                        tried=body.tried)
         self._requeued(submission)
         respond(resp, submission)

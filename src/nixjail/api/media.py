@@ -9,13 +9,15 @@ import falcon
 from pydantic import BaseModel, ValidationError
 
 from nixjail.api.errors import ApiError, invalid, validation_error
+from nixjail.api.schemas import FieldError
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
 
-def read_body(req: falcon.Request, max_bytes: int) -> bytes:
-    """The raw JSON body, refused (415, 413) before pydantic sees it."""
+def read_body(req: falcon.Request, max_bytes: int, too_large: str | None = None) -> bytes:
+    """The raw JSON body, refused (415, 413) before pydantic sees it; `too_large`
+    says what the cap is."""
     mimetype, _, params = (req.content_type or "").partition(";")
     if mimetype.strip().lower() != falcon.MEDIA_JSON:
         raise ApiError(415, "unsupported media type",
@@ -24,27 +26,30 @@ def read_body(req: falcon.Request, max_bytes: int) -> bytes:
                 for param in params.split(";") if param.strip().lower().startswith("charset=")]
     if any(charset not in ("utf-8", "utf8") for charset in charsets):
         raise ApiError(415, "unsupported media type", "JSON bodies are UTF-8")
-    too_large = ApiError(413, "payload too large",
-                         f"the body is larger than {max_bytes} bytes")
+    reason = f"the body is larger than {max_bytes} bytes" + (f", {too_large}" if too_large
+                                                               else "")
+    refusal = ApiError(413, "payload too large", reason,
+                       [FieldError(field="body", reason=reason)])
     length = req.content_length
     if length is not None and length > max_bytes:
-        raise too_large  # refuse without reading
+        raise refusal  # refuse without reading
     # Without a length (a chunked body the server did not buffer), read the
     # stream itself, one byte past the cap to tell "at the cap" from "above".
     stream = req.bounded_stream if length is not None else req.stream
     raw = stream.read(max_bytes + 1)
     if len(raw) > max_bytes:
-        raise too_large
+        raise refusal
     return raw
 
 
 def parse_body(req: falcon.Request, model: type[M], max_bytes: int,
-               parse: Callable[[bytes], M] | None = None) -> M:
+               parse: Callable[[bytes], M] | None = None, *,
+               too_large: str | None = None) -> M:
     """The body validated as `model` (or by `parse`, which validates as `model`).
 
     Strictly: JSON of the wrong type is refused, not coerced (`"cache": 0`).
     """
-    raw = read_body(req, max_bytes)
+    raw = read_body(req, max_bytes, too_large)
     try:
         return parse(raw) if parse is not None else model.model_validate_json(raw, strict=True)
     except ValidationError as exc:
@@ -53,10 +58,13 @@ def parse_body(req: falcon.Request, model: type[M], max_bytes: int,
 
 def parse_query(req: falcon.Request, model: type[M]) -> M:
     """The query string validated as `model`: unknown or repeated names are refused."""
-    params = req.params
+    # Blank values too (falcon drops them from req.params): `?bogus=` is an
+    # unknown parameter and `?wait=` no number, as the document says.
+    params = falcon.uri.parse_query_string(req.query_string, keep_blank=True, csv=False)
     for name, value in params.items():
         if isinstance(value, list):
-            raise invalid(name, "given more than once", title="invalid parameter")
+            # "?=a&=b" has a name too, if an empty one: say where the fault is
+            raise invalid(name or "query", "given more than once", title="invalid parameter")
     try:
         return model.model_validate(params)
     except ValidationError as exc:

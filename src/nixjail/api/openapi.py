@@ -2,10 +2,13 @@
 
 The schemas come from pydantic; this module only says which route takes and
 answers which model, so the document cannot drift from what is validated.
+The one rule that depends on the server, each limit's maximum, comes from
+its settings: the document is exactly as strict as the server it describes.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -14,9 +17,11 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from nixjail import __version__
+from nixjail.api.auth import needs
 from nixjail.api.schemas import (
     ErrorBody,
     Health,
+    ItemQuery,
     LeaseCompletion,
     LeaseGrant,
     LeaseRelease,
@@ -27,7 +32,16 @@ from nixjail.api.schemas import (
     StageReport,
     WaitQuery,
 )
-from nixjail.models import STAGES, Submission, SubmissionPage, SubmissionRequest
+from nixjail.models import (
+    LIMIT_FIELDS,
+    STAGES,
+    ResolvedStageLimits,
+    Submission,
+    SubmissionPage,
+    SubmissionRequest,
+    SubmissionSummary,
+)
+from nixjail.settings import Settings
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 _IN: JsonSchemaMode = "validation"
@@ -36,9 +50,10 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (SubmissionRequest, _IN), (Submission, _OUT), (SubmissionPage, _OUT),
     (LeaseRequest, _IN), (LeaseToken, _IN), (StageReport, _IN), (LeaseCompletion, _IN),
     (LeaseRelease, _IN), (LeaseGrant, _OUT), (LeaseRenewal, _OUT), (ErrorBody, _OUT),
-    (Health, _OUT), (WaitQuery, _IN), (ListQuery, _IN),
+    (Health, _OUT), (WaitQuery, _IN), (ItemQuery, _IN), (ListQuery, _IN),
+    (SubmissionSummary, _OUT),
 ]
-_QUERY_MODELS = (WaitQuery, ListQuery)
+_QUERY_MODELS = (WaitQuery, ItemQuery, ListQuery)
 
 _ERRORS = {
     400: "Invalid JSON or an invalid parameter",
@@ -49,15 +64,60 @@ _ERRORS = {
     413: "The body is larger than the server accepts",
     415: "The body is not application/json",
     422: "The body does not satisfy the schema or the server's maxima",
-    503: "The spool is not writable",
+    429: "The queues are full; try again after Retry-After seconds",
+    503: "The spool is not writable, or a part of `nixjail serve` is not running",
+    507: "The spool's disk is full; try again after Retry-After seconds",
 }
 
 
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF_TEMPLATE.format(model=name)}
+
+
+def _within_maxima(schemas: dict[str, Any], maxima: ResolvedStageLimits) -> None:
+    """The request body with this server's maximum on every limit of every stage.
+
+    A submission as the API answers it keeps the maxima-free copy
+    (`AcceptedRequest`): it was accepted under the maxima of its day, which an
+    operator may have lowered since.
+    """
+    request = schemas["SubmissionRequest"]
+    accepted = copy.deepcopy(request)
+    accepted["title"] = "AcceptedRequest"
+    accepted["description"] = ("A submission's request as it was accepted, under the "
+                               "server's maxima of that time")
+    schemas["AcceptedRequest"] = accepted
+    submission = schemas["Submission"]["properties"]
+    assert submission["request"] == _ref("SubmissionRequest"), submission["request"]
+    submission["request"] = _ref("AcceptedRequest")
+
+    limits = copy.deepcopy(schemas["Limits"])
+    limits["title"] = "RequestLimits"
+    for stage in STAGES:
+        name = f"{stage.capitalize()}Limits"
+        stage_limits = copy.deepcopy(schemas["StageLimits"])
+        stage_limits["title"] = name
+        stage_limits["description"] = (f"Limits of the {stage} stage, each optional and "
+                                       "at most this server's maximum")
+        allowed = getattr(maxima, stage)
+        for field in LIMIT_FIELDS:
+            # `X | None`: the bound goes on the number, not on null
+            number = next(option for option in stage_limits["properties"][field]["anyOf"]
+                          if option.get("type") in ("number", "integer"))
+            number["maximum"] = getattr(allowed, field)
+        schemas[name] = stage_limits
+        limits["properties"][stage] = _ref(name)
+    schemas["RequestLimits"] = limits
+    assert request["properties"]["limits"] == _ref("Limits"), request["properties"]["limits"]
+    request["properties"]["limits"] = _ref("RequestLimits")
+
+
 class _Builder:
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings) -> None:
         refs, top = models_json_schema(_MODELS, ref_template=REF_TEMPLATE)
         self.refs = {model: refs[(model, mode)] for model, mode in _MODELS}
         self.schemas: dict[str, Any] = top["$defs"]
+        _within_maxima(self.schemas, settings.limits_max)
         self.query: dict[type[BaseModel], list[dict[str, Any]]] = {}
         for model in _QUERY_MODELS:
             name = self.refs[model]["$ref"].rsplit("/", 1)[1]
@@ -68,12 +128,16 @@ class _Builder:
                  **({"description": sub["description"]} if "description" in sub else {})}
                 for prop, sub in schema["properties"].items()]
 
-    def json_body(self, model: type[BaseModel], description: str) -> dict[str, Any]:
-        return {"description": description,
-                "content": {falcon.MEDIA_JSON: {"schema": self.refs[model]}}}
+    def json_body(self, model: type[BaseModel] | tuple[type[BaseModel], ...],
+                  description: str) -> dict[str, Any]:
+        """A JSON body of `model`, or of any one of several models."""
+        schema = ({"anyOf": [self.refs[m] for m in model]} if isinstance(model, tuple)
+                  else self.refs[model])
+        return {"description": description, "content": {falcon.MEDIA_JSON: {"schema": schema}}}
 
     def operation(self, op_id: str, summary: str, *, role: str | None,
-                  answers: dict[int, tuple[type[BaseModel] | None, str]],
+                  answers: dict[int, tuple[type[BaseModel] | tuple[type[BaseModel], ...]
+                                           | None, str]],
                   errors: tuple[int, ...] = (), query: type[BaseModel] | None = None,
                   path: tuple[dict[str, Any], ...] = (),
                   body: type[BaseModel] | None = None,
@@ -81,7 +145,10 @@ class _Builder:
         op: dict[str, Any] = {"operationId": op_id, "summary": summary,
                               "security": [{"bearer": []}] if role else []}
         if role:
-            op["description"] = f"Needs a {role} token (when the server has a tokens file)."
+            op["description"] = f"Needs a {needs(role)} token (when the server has a tokens file)."
+            if role == "submitter":
+                op["description"] += (" A submitter token reaches the submissions it made "
+                                      "(its tenant's) only; an admin token every one.")
             errors = (401, 403, *errors)
         parameters = list(path) + (self.query[query] if query else [])
         if parameters:
@@ -113,8 +180,9 @@ def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in schema.items() if k != "title"}
 
 
-def build_openapi() -> dict[str, Any]:
-    b = _Builder()
+def build_openapi(settings: Settings | None = None) -> dict[str, Any]:
+    """The document of a server with these settings (the defaults when none)."""
+    b = _Builder(settings or Settings())
     submission_id = {"name": "submission_id", "in": "path", "required": True,
                      "schema": {"type": "string"}}
     stage = {"name": "stage", "in": "path", "required": True,
@@ -129,7 +197,7 @@ def build_openapi() -> dict[str, Any]:
                 "createSubmission", "Submit a program", role="submitter",
                 query=WaitQuery, body=SubmissionRequest,
                 answers={200: (Submission, ended), 202: (Submission, pending)},
-                headers={200: location, 202: location}),
+                headers={200: location, 202: location}, errors=(429, 507)),
             "get": b.operation(
                 "listSubmissions", "List submissions, newest first", role="submitter",
                 query=ListQuery, answers={200: (SubmissionPage, "One page")}),
@@ -137,8 +205,10 @@ def build_openapi() -> dict[str, Any]:
         "/v1/submissions/{submission_id}": {
             "get": b.operation(
                 "getSubmission", "Look a submission up, or long-poll until it ends",
-                role="submitter", path=(submission_id,), query=WaitQuery,
-                answers={200: (Submission, "The submission")}, errors=(404,)),
+                role="submitter", path=(submission_id,), query=ItemQuery,
+                answers={200: ((Submission, SubmissionSummary),
+                               "The submission (its summary with view=summary)")},
+                errors=(404,)),
             "delete": b.operation(
                 "cancelSubmission", "Cancel a submission that has not ended",
                 role="submitter", path=(submission_id,),
@@ -182,7 +252,8 @@ def build_openapi() -> dict[str, Any]:
                                           "content": {falcon.MEDIA_JSON: {}}}}},
         },
         "/healthz": {
-            "get": b.operation("health", "Whether the spool is writable", role=None,
+            "get": b.operation("health", "Whether the spool is writable and every part runs",
+                               role=None,
                                answers={200: (Health, "Healthy")}, errors=(503,)),
         },
         "/metrics": {
@@ -206,8 +277,8 @@ def build_openapi() -> dict[str, Any]:
 
 
 class OpenApiResource:
-    def __init__(self) -> None:
-        self._document = json.dumps(build_openapi(), indent=1).encode()
+    def __init__(self, settings: Settings) -> None:
+        self._document = json.dumps(build_openapi(settings), indent=1).encode()
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = falcon.MEDIA_JSON

@@ -6,26 +6,27 @@ the OpenAPI document, which is generated from them.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import re
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from nixjail.models import (
     Environment,
     NoNulText,
-    ResolvedStageLimits,
     StageResult,
     Submission,
     SubmissionStatus,
 )
-from nixjail.spool import LeaseRecord, Queue
+from nixjail.spool import Lease, Queue
 
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
 
 
 class FieldError(BaseModel):
-    field: str = Field(description='Where: a dotted path such as "limits.run.memory_mib"')
+    field: str = Field(min_length=1,
+                       description='Where: a dotted path such as "limits.run.memory_mib"')
     reason: str
 
 
@@ -34,25 +35,63 @@ class ErrorBody(BaseModel):
 
     title: str = Field(description='The kind of problem, such as "invalid input"')
     description: str
-    errors: list[FieldError] = Field(default_factory=list)
+    # At least one: every refusal names the field (or body, parameter, header) at fault.
+    errors: list[FieldError] = Field(min_length=1)
+
+
+class PartHealth(BaseModel):
+    """One part of `nixjail serve` (the API, the runner, the cache builder, lease expiry)."""
+
+    state: Literal["running", "restarting", "failing"] = Field(
+        description="running; restarting after it stopped (see last_exit); failing: "
+        "it runs, but its last pass failed (see last_exit)")
+    pid: int | None = Field(default=None, description="Its process, when it has one of its own")
+    restarts: int = Field(default=0, ge=0, description="Restarts since `nixjail serve` began")
+    last_exit: str | None = Field(default=None,
+                                  description="How it last stopped or failed, if it did")
 
 
 class Health(BaseModel):
     status: str = Field(description='"ok"')
+    parts: dict[str, PartHealth] = Field(
+        default_factory=dict,
+        description="Each part of `nixjail serve`; empty when the API runs on its own")
 
 
 # -- query parameters ------------------------------------------------------------
 
+# A JSON number, as the document says; Python alone would also read "inf",
+# "1_0" or " 1" as one.
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
+def _query_number(value: Any) -> Any:
+    if isinstance(value, str):
+        if not _JSON_NUMBER.fullmatch(value):
+            raise ValueError("Input should be a valid number")
+        # A number past a float's range reads as infinity: the longest wait, capped.
+        return float(value)
+    return value
+
+
+# No NaN (it is not >= 0); infinity only stands for a number too large for a
+# float, and every wait is capped by the server anyway.
 WaitSeconds = Annotated[float, Field(
-    ge=0, allow_inf_nan=False,
+    ge=0,
     description="Hold the answer until the submission has ended or this many "
-    "seconds have passed (capped by the server)")]
+    "seconds have passed (capped by the server)"), BeforeValidator(_query_number)]
 
 
 class WaitQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     wait: WaitSeconds = 0
+
+
+class ItemQuery(WaitQuery):
+    view: Literal["full", "summary"] = Field(
+        default="full",
+        description="summary leaves out the request (files, scripts, stdin) and outputs")
 
 
 def _split_commas(value: Any) -> Any:
@@ -83,7 +122,9 @@ class LeaseRequest(BaseModel):
     queue: Queue
     holder: NoNulText = Field(min_length=1, max_length=256,
                               description="Who holds the lease, for operators and expiry")
-    wait_s: float = Field(default=0, ge=0, allow_inf_nan=False,
+    # A JSON number too large for a float (1e400) parses as infinity: the
+    # longest wait, as the document allows any number >= 0.
+    wait_s: float = Field(default=0, ge=0,
                           description="Wait this long for a job (capped by the server)")
 
 
@@ -117,21 +158,37 @@ class LeaseRelease(BaseModel):
     token: Token
     reason: NoNulText = Field(min_length=1, max_length=4096,
                               description="Why the holder gives the job back")
+    tried: bool = Field(
+        default=True,
+        description="Whether the try counts as an attempt; false when the host failed "
+        "before the submission could (dockerd away), so that it does not use one up")
 
 
 class LeaseGrant(BaseModel):
-    """A job leased to a worker: the lease, its submission and its limits."""
+    """A job leased to a worker: the lease and its submission (whose `limits`
+    the job runs under)."""
 
-    lease: LeaseRecord
+    lease: Lease
     submission: Submission
-    limits: ResolvedStageLimits = Field(description="The request's limits with server defaults")
 
 
 class LeaseRenewal(BaseModel):
-    lease: LeaseRecord
+    lease: Lease
 
 
 __all__ = [
-    "ErrorBody", "FieldError", "Health", "LeaseCompletion", "LeaseGrant", "LeaseRelease",
-    "LeaseRenewal", "LeaseRequest", "LeaseToken", "ListQuery", "StageReport", "WaitQuery",
+    "ErrorBody",
+    "FieldError",
+    "Health",
+    "ItemQuery",
+    "LeaseCompletion",
+    "LeaseGrant",
+    "LeaseRelease",
+    "LeaseRenewal",
+    "LeaseRequest",
+    "LeaseToken",
+    "ListQuery",
+    "PartHealth",
+    "StageReport",
+    "WaitQuery",
 ]

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 # How long requests under way may take to finish after SIGTERM.
 SHUTDOWN_GRACE_S = 5.0
+# Bodies up to this are read through and answered in JSON, whatever the cap.
+DRAIN_BYTES = 64 * 1024 * 1024
 
 
 def bind(listen: str) -> socket.socket:
@@ -48,10 +50,13 @@ class ApiServer:
                  settings: Settings) -> None:
         self._map: dict[int, wasyncore.dispatcher] = {}
         self._stop = threading.Event()
-        # waitress refuses bodies far above the cap itself (plain text), so a
-        # client cannot make it buffer gigabytes; the app answers the rest in
-        # JSON, 413 included.
-        backstop = 2 * settings.api.max_body_bytes + 65536
+        # waitress reads a whole body before the app sees it, so a body over
+        # the cap but under this is read (and dropped) and gets the app's JSON
+        # 413, even from a client that sends it all before reading. Above it
+        # waitress refuses by itself (plain text): no client makes it buffer
+        # gigabytes.
+        backstop = max(DRAIN_BYTES, 4 * settings.api.max_body_bytes,
+                       2 * settings.max_report_bytes)
         self._server = waitress.create_server(
             app, map=self._map, sockets=list(sockets), threads=settings.api.threads,
             max_request_body_size=backstop, ident="nixjail")

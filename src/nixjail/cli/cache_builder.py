@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import signal
 
-from nixjail.cache_builder.service import CacheBuilder
+from nixjail.cache_builder.service import run_cache_builder
 from nixjail.cli.options import add_settings_options, log_to_stderr, settings_from
-from nixjail.leasing import lease_source
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -26,9 +24,5 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.idle_exit is not None:
         settings.cache_builder.idle_exit_s = args.idle_exit
-    source, spool = lease_source(settings, settings.cache_builder.api_url,
-                                 settings.cache_builder.api_token_file)
-    builder = CacheBuilder(settings, source, spool=spool)
-    signal.signal(signal.SIGTERM, lambda *_: builder.stopping.set())
-    builder.serve()
+    run_cache_builder(settings)
     return 0

@@ -1,4 +1,8 @@
-"""`nixjail gc`: drop nixjail's old GC roots, then collect the store's garbage.
+"""`nixjail gc`: delete old ended submissions, drop nixjail's old GC roots,
+then collect the store's garbage.
+
+Submissions that ended more than `gc.submission_max_age_s` ago (30 days)
+are deleted from the spool, records and all.
 
 Roots are symlinks under `gc.roots_dir` (the cache builder's environments, the
 runner's running submissions). A root not re-added for `gc.root_max_age_s` is
@@ -12,6 +16,7 @@ import argparse
 
 from nixjail import nix
 from nixjail.cli.options import add_settings_options
+from nixjail.expiry import delete_old_submissions
 from nixjail.settings import load_settings
 
 
@@ -29,7 +34,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = load_settings(args.settings).gc
+    everything = load_settings(args.settings)
+    deleted = delete_old_submissions(everything)
+    if deleted:
+        print(f"deleted {len(deleted)} submissions that ended more than "
+              f"{everything.gc.submission_max_age_s:g} s ago")
+    settings = everything.gc
     max_age = args.max_age if args.max_age is not None else settings.root_max_age_s
     max_freed = args.max_freed if args.max_freed is not None else settings.max_freed_mib
     report = nix.collect_garbage(

@@ -19,7 +19,12 @@ from nixjail.errors import NixjailError
 
 # name -> (module, one-line help shown while the module is not imported)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("nixjail.cli.serve", "run every part of one host (API, runner, cache builder, "
+              "lease expiry) until stopped"),
     "submit": ("nixjail.cli.submit", "send a directory as a submission and show its result"),
+    "status": ("nixjail.cli.status", "show a submission's result or progress"),
+    "cancel": ("nixjail.cli.cancel", "cancel a submission that has not ended"),
+    "list": ("nixjail.cli.list", "list submissions, newest first"),
     "api": ("nixjail.cli.api", "serve the HTTP API"),
     "runner": ("nixjail.cli.runner", "lease submissions and run them in containers"),
     "cache-builder": ("nixjail.cli.cache_builder", "build and cache submission environments"),

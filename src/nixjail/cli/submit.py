@@ -1,9 +1,11 @@
 """`nixjail submit DIR`: send a directory as a submission and show its result.
 
 DIR holds `shell.nix`, `run.sh`, optionally `compile.sh`, and any other files
-the program needs. By default the command waits for the submission to end,
-prints the run stage's stdout and stderr as its own, a summary of the stages
-on stderr, and exits with the program's exit code.
+the program needs (hidden ones only with `--include-hidden`). By default the
+command waits for the submission to end, prints the run stage's stdout and
+stderr as its own, a summary of the stages on stderr, and exits with the code
+`exit_codes.for_submission` gives: the program's own for a program that
+exited, one of nixjail's for every other outcome.
 """
 
 from __future__ import annotations
@@ -14,11 +16,24 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from pydantic import ValidationError
 
-from nixjail.client import API_URL_ENV, DEFAULT_API_URL, TOKEN_ENV, ApiUnavailable, Client
+from nixjail.cli.api_options import (
+    add_api_options,
+    api_command,
+    client_from,
+    command_parser,
+    positive_float,
+)
+from nixjail.cli.exit_codes import (
+    SUBMISSION_EPILOG,
+    ExitCode,
+    add_program_exit_code_option,
+    for_submission,
+)
+from nixjail.client import ApiUnavailable, Client
 from nixjail.errors import ApiError, InvalidInput, NixjailError
 from nixjail.models import (
     LIMIT_FIELDS,
@@ -54,8 +69,6 @@ RUN_LIMIT_FLAGS: tuple[tuple[str, str, str, str], ...] = (
     ("--file-size", "file_size_kib", "KIB", "largest file it may write, in KiB"),
 )
 
-EXIT_NOT_RUN = 1  # the submission ended without the program reaching an exit
-
 
 class SubmissionDirError(NixjailError):
     """DIR cannot be sent as it is."""
@@ -63,13 +76,16 @@ class SubmissionDirError(NixjailError):
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `submit`."""
-    parser = subparsers.add_parser(
-        "submit", help="send a directory as a submission and show its result",
-        description="Send DIR (shell.nix, run.sh, optional compile.sh and other files) "
-        "to the nixjail API, wait for it to end, print the program's output and exit "
-        "with its exit code (128+N when killed by signal N; 1 when it did not get to "
-        "exit; 2 on usage errors).")
+    parser = command_parser(
+        subparsers, "submit", summary="send a directory as a submission and show its result",
+        description="Send DIR (shell.nix, run.sh, optional compile.sh and other files)\n"
+        "to the nixjail API, wait for it to end, print the program's output and the\n"
+        "stage table, and exit with the program's exit code or one of nixjail's (below).",
+        epilog=SUBMISSION_EPILOG)
     parser.add_argument("directory", metavar="DIR", type=Path)
+    parser.add_argument("--include-hidden", action="store_true",
+                        help="also send hidden files and directories (names starting with "
+                        "'.', such as .env or .git/), which are left out by default")
     parser.add_argument("--stdin", metavar="FILE",
                         help="file given to run.sh on its standard input ('-' for this "
                         "command's own standard input)")
@@ -88,27 +104,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="print only the final submission as JSON")
     parser.add_argument("--no-wait", action="store_true",
                         help="print the id and status once queued, and exit 0")
-    parser.add_argument("--timeout", metavar="S", type=_positive_float,
-                        help="give up waiting after S seconds (the submission goes on)")
-    parser.add_argument("--api", metavar="URL",
-                        default=os.environ.get(API_URL_ENV) or DEFAULT_API_URL,
-                        help=f"the nixjail API (default: ${API_URL_ENV} or {DEFAULT_API_URL})")
-    token = parser.add_mutually_exclusive_group()
-    token.add_argument("--token", default=os.environ.get(TOKEN_ENV) or None,
-                       help=f"bearer token (default: ${TOKEN_ENV})")
-    token.add_argument("--token-file", metavar="FILE", type=Path,
-                       help="file whose first line is the bearer token")
-    parser.set_defaults(func=run)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0: {text!r}")
-    return value
+    parser.add_argument("--timeout", metavar="S", type=positive_float,
+                        help="give up waiting after S seconds (the submission goes on; "
+                        "exit 75)")
+    add_program_exit_code_option(parser)
+    add_api_options(parser)
+    parser.set_defaults(func=api_command(run))
 
 
 def _limit_item(text: str) -> tuple[str, str, str]:
@@ -148,25 +149,45 @@ def _mib(size: int) -> str:
     return f"{size / (1024 * 1024):.1f} MiB"
 
 
-def read_directory(directory: Path, *,
-                   max_bytes: int = MAX_FILES_BYTES) -> tuple[dict[str, str], dict[str, Any]]:
+class DirectoryContents(NamedTuple):
+    scripts: dict[str, str]
+    files: dict[str, Any]
+    hidden: list[str]  # what was left out, relative to DIR; directories end in '/'
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def read_directory(directory: Path, *, include_hidden: bool = False,
+                   max_bytes: int = MAX_FILES_BYTES) -> DirectoryContents:
     """The scripts (`shell.nix`, `compile.sh`, `run.sh`) and the other files of `directory`.
 
-    Every regular file under it counts, recursively, hidden directories
-    excepted. A symlink is followed when it stays inside `directory` and
-    refused when it leads outside, so nothing beyond what the user chose to
-    send ever leaves the machine.
+    Every regular file under it counts, recursively. Hidden files and
+    directories (a name starting with '.') are left out unless
+    `include_hidden`: they are where secrets live (`.env`, `.netrc`, `.git/`).
+    A symlink is followed when it stays inside `directory` and refused when it
+    leads outside, so nothing beyond what the user chose to send ever leaves
+    the machine.
     """
     root = directory.resolve()
     if not root.is_dir():
         raise SubmissionDirError(f"{directory} is not a directory")
     scripts: dict[str, str] = {}
     files: dict[str, str | FileContent] = {}
+    hidden: list[str] = []
     total = 0
     for current, dirnames, filenames in os.walk(root):
         here = Path(current)
+        if not include_hidden:
+            hidden += sorted((here / d).relative_to(root).as_posix() + "/"
+                             for d in dirnames if _hidden(d))
+            hidden += sorted((here / f).relative_to(root).as_posix()
+                             for f in filenames if _hidden(f))
+            dirnames[:] = [d for d in dirnames if not _hidden(d)]
+            filenames = [f for f in filenames if not _hidden(f)]
         # Sorted, so a submission's files go in the same order every time.
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames.sort()
         for name in list(dirnames):
             if (here / name).is_symlink():
                 _inside(root, here / name, directory)
@@ -200,7 +221,7 @@ def read_directory(directory: Path, *,
     for required in ("shell.nix", "run.sh"):
         if required not in scripts:
             raise SubmissionDirError(f"{directory} has no {required}")
-    return scripts, files
+    return DirectoryContents(scripts, files, sorted(hidden))
 
 
 def _shown(directory: Path, root: Path, path: Path) -> str:
@@ -242,7 +263,11 @@ def _limits(args: argparse.Namespace) -> dict[str, dict[str, str]]:
 
 def build_request(args: argparse.Namespace) -> SubmissionRequest:
     """The request DIR and the flags describe, checked against the contract."""
-    scripts, files = read_directory(args.directory)
+    scripts, files, hidden = read_directory(args.directory, include_hidden=args.include_hidden)
+    if hidden:
+        print(f"nixjail: left out {len(hidden)} hidden "
+              f"{'entry' if len(hidden) == 1 else 'entries'} of {args.directory} "
+              f"(--include-hidden sends them): {', '.join(hidden)}", file=sys.stderr)
     data = {
         "shell_nix": scripts["shell.nix"],
         "run_sh": scripts["run.sh"],
@@ -259,20 +284,6 @@ def build_request(args: argparse.Namespace) -> SubmissionRequest:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "request"
         raise InvalidInput(field, first["msg"]) from None
-
-
-def _token(args: argparse.Namespace) -> str | None:
-    if args.token_file is None:
-        return args.token
-    try:
-        lines = args.token_file.read_text().splitlines()
-    except OSError as exc:
-        raise InvalidInput("--token-file", f"cannot read {args.token_file}: "
-                           f"{exc.strerror}") from None
-    token = lines[0].strip() if lines else ""
-    if not token:
-        raise InvalidInput("--token-file", f"{args.token_file} holds no token")
-    return token
 
 
 # -- showing progress and results -----------------------------------------------
@@ -293,7 +304,8 @@ def describe(stage: str, result: StageResult) -> str:
     return f"{stage}: {result.status} ({', '.join(details)})"
 
 
-def _running_stage(submission: Submission) -> str | None:
+def running_stage(submission: Submission) -> str | None:
+    """The stage under way, if one is."""
     if submission.status is SubmissionStatus.building:
         return "dependencies"
     if submission.status is SubmissionStatus.running:
@@ -322,7 +334,7 @@ class Progress:
                 print(describe(stage, result), file=self.out, flush=True)
         if not self.interactive or submission.status.ended:
             return
-        stage = _running_stage(submission)
+        stage = running_stage(submission)
         activity = f"{stage}: running…" if stage else f"{submission.status}…"
         if activity != self.last_activity:
             self.last_activity = activity
@@ -352,19 +364,6 @@ def summary(submission: Submission) -> str:
     if submission.error:
         ending += f" ({submission.error})"
     return "\n".join([*lines, ending])
-
-
-def exit_code(submission: Submission) -> int:
-    """The program's exit code; 128+N when signal N ended it; 1 when it never got to exit."""
-    run_result = submission.stages.run
-    if submission.status is not SubmissionStatus.done or run_result is None:
-        return EXIT_NOT_RUN
-    if run_result.status is StageStatus.signaled and run_result.signal is not None:
-        return 128 + run_result.signal
-    if run_result.status in (StageStatus.ok, StageStatus.nonzero_exit) \
-            and run_result.exit_code is not None:
-        return run_result.exit_code
-    return EXIT_NOT_RUN
 
 
 def show_result(submission: Submission, stdout: TextIO, stderr: TextIO) -> None:
@@ -447,15 +446,8 @@ def run(args: argparse.Namespace) -> int:
     """Submit DIR, then (unless --no-wait) wait for it and show its result."""
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     request = build_request(args)
-    token = _token(args)
-    client = Client(args.api, token)
-    try:
-        submission = client.submit(request)
-    except ApiError as exc:
-        if exc.status == 401 and token is None:
-            raise NixjailError(f"{exc} (give --token, --token-file or "
-                               f"${TOKEN_ENV})") from None
-        raise
+    client = client_from(args)
+    submission = client.submit(request)
     if args.no_wait:
         if args.json:
             print(submission.model_dump_json(indent=2))
@@ -470,15 +462,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         submission = follow(client, submission, progress, deadline)
     except KeyboardInterrupt:
-        print(f"\nnixjail: stopped waiting; submission {submission.id} goes on",
-              file=sys.stderr)
-        raise
+        print(f"\nnixjail: stopped waiting; submission {submission.id} goes on "
+              f"(nixjail status {submission.id})", file=sys.stderr)
+        return ExitCode.GAVE_UP
     if args.json:
         print(submission.model_dump_json(indent=2))
     if not submission.status.ended:
         print(f"nixjail: gave up waiting after {args.timeout:g} s; submission "
-              f"{submission.id} is still {submission.status}", file=sys.stderr)
-        return EXIT_NOT_RUN
-    if not args.json:
+              f"{submission.id} is still {submission.status} "
+              f"(nixjail status {submission.id})", file=sys.stderr)
+    elif not args.json:
         show_result(submission, sys.stdout, sys.stderr)
-    return exit_code(submission)
+    return for_submission(submission, program_exit_code=args.program_exit_code)

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import threading
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import docker
 import docker.errors
+import requests.exceptions
 from pydantic import ValidationError
 
 from nixjail import docker as nj_docker
@@ -73,16 +77,31 @@ def overall_deadline_s(limits: ResolvedStageLimits) -> float:
 
 
 def run_submission(source: LeaseSource, docker_client: docker.DockerClient,
-                   settings: Settings, runner_name: str, leased: LeasedJob) -> None:
-    """Run one leased submission to its end and complete its lease."""
+                   settings: Settings, runner_name: str, leased: LeasedJob, *,
+                   stopping: threading.Event | None = None,
+                   host_failed: Callable[[str], None] | None = None) -> None:
+    """Run one leased submission to its end and complete its lease.
+
+    When `stopping` is set the runner removes its containers (see
+    `Runner.stop`); the lease is then given back, not completed, so the
+    submission runs again once a runner is back. When dockerd fails (not
+    the submission), the job goes back without using up an attempt and
+    `host_failed` hears why.
+    """
     lease, submission, limits = leased
+    stopping = stopping or threading.Event()
     config = settings.runner
-    error: str | None = None
+    error: str | None = None  # ends the submission as error
+    retry: str | None = None  # give the job back
+    tried = True  # whether that try counts as an attempt
     container = None
     roots: list[Path] = []
 
+    removal = threading.Lock()
+
     def stop_container() -> None:
-        if container is not None:
+        # Once: the lease keeper (on a cancel) and the end of the run both ask.
+        if container is not None and removal.acquire(blocking=False):
             nj_docker.remove(container)
 
     keeper = LeaseKeeper(source, lease, settings.lease_s / 3, on_lost=stop_container)
@@ -93,36 +112,65 @@ def run_submission(source: LeaseSource, docker_client: docker.DockerClient,
             mounts[config.nixpkgs] = NIXPKGS_IN_CONTAINER
         if submission.environment is not None:
             roots = _substitute(config, submission.id, submission.environment)
-            mounts[nix.store_dir(config.store)] = "/nix/store"
-        container = nj_docker.create(
-            docker_client, _container_spec(config, runner_name, submission, limits, mounts))
+            mounts.update(_closure_mounts(config, submission.environment))
+        spec = _container_spec(config, runner_name, lease.holder, submission, limits, mounts)
+        container = nj_docker.create(docker_client, spec)
+        # Created before this look: a stop that came later finds it by its label.
+        if stopping.is_set():
+            raise RunnerStopping("the runner stopped")
         channel = nj_docker.InitChannel(container)
         container.start()
         channel.send(container_job(submission, limits,
                                    NIXPKGS_IN_CONTAINER if config.nixpkgs else None))
-        error = _follow(channel, source, keeper, limits, config.work_dir_mib)
+        error = _follow(channel, source, keeper, limits, spec)
         if error is None and not keeper.lost.is_set():
             status = container.wait(timeout=30)
             if status.get("StatusCode", 0) != 0:
                 error = f"container init exited with code {status['StatusCode']}"
     except LeaseLost:
         keeper.lost.set()
+    except ContainerGone as exc:
+        retry = str(exc)
+    except RunnerStopping as exc:
+        retry, tried = str(exc), False
     except NixjailError as exc:
         error = str(exc)
-    except docker.errors.DockerException as exc:
-        error = f"docker failed: {exc}"
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        retry, tried = f"docker failed: {exc}", False
+        if host_failed is not None:
+            host_failed(retry)
     finally:
         keeper.stop()
-        if container is not None:
-            nj_docker.remove(container)
-        for root in roots:
-            nix.remove_gc_root(root)
+        try:
+            stop_container()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            log.warning("removing the container of %s: %s", submission.id, exc)
+        finally:
+            for root in roots:
+                nix.remove_gc_root(root)
     if keeper.lost.is_set():
         return  # cancelled, or requeued for another worker: nothing more to say
+    if stopping.is_set() and (retry or error):
+        # The stop most likely cut it short: not the submission's doing.
+        retry, tried = "the runner stopped while running it", False
     try:
-        source.complete(keeper.lease, error=error)
+        if retry is not None:
+            log.warning("giving %s back: %s", submission.id, retry)
+            source.release(keeper.lease, retry, tried=tried)
+        else:
+            source.complete(keeper.lease, error=error)
     except LeaseLost as exc:
         log.info("completing: %s", exc)
+
+
+class RunnerStopping(Exception):
+    """The runner is stopping: the job goes back to the queue."""
+
+
+class ContainerGone(Exception):
+    """The container ended before container init said it finished, and not
+    by its own word (dockerd restarted, the container was removed): the
+    job goes back to the queue, and counts as an attempt."""
 
 
 def _substitute(config: RunnerSettings, submission_id: str,
@@ -146,40 +194,83 @@ def _substitute(config: RunnerSettings, submission_id: str,
     return roots
 
 
-def _container_spec(config: RunnerSettings, runner_name: str, submission: Submission,
-                    limits: ResolvedStageLimits,
+def _closure_mounts(config: RunnerSettings, environment: Environment) -> dict[Path, str]:
+    """The environment's closure, path by path, as the container's whole /nix/store.
+
+    Not the host's store: that holds every other submission's environment
+    (and whatever secrets their shell.nix put into it).
+    """
+    store_dir = nix.store_dir(config.store)
+    closure = nix.closure_registration_times(config.store,
+                                             [environment.inputs, environment.script])
+    return {store_dir / Path(path).name: f"/nix/store/{Path(path).name}"
+            for path in sorted(closure)}
+
+
+def _container_spec(config: RunnerSettings, runner_name: str, holder: str,
+                    submission: Submission, limits: ResolvedStageLimits,
                     mounts: dict[Path, str]) -> nj_docker.ContainerSpec:
     stage_limits: list[ResolvedLimits] = [getattr(limits, stage) for stage in STAGES]
-    return nj_docker.ContainerSpec(
+    spec = nj_docker.ContainerSpec(
         image=config.image,
         name=f"nixjail-{submission.id}-{submission.attempts}",
         labels={nj_docker.LABEL_RUNNER: runner_name,
-                nj_docker.LABEL_SUBMISSION: submission.id},
-        memory_mib=max(s.memory_mib for s in stage_limits) + config.work_dir_mib
-        + config.store_mib + INIT_MEMORY_MIB,
+                nj_docker.LABEL_SUBMISSION: submission.id,
+                nj_docker.LABEL_HOLDER: holder},
+        memory_mib=0,
         pids=max(s.processes for s in stage_limits) + INIT_PROCESSES,
         cpus=config.cpus,
         work_dir_mib=config.work_dir_mib,
+        work_dir_inodes=config.work_dir_inodes,
         store_mib=config.store_mib,
+        store_inodes=config.store_inodes,
         read_only_mounts=mounts,
     )
+    return replace(spec, memory_mib=created_memory_mib(spec, limits))
+
+
+def created_memory_mib(spec: nj_docker.ContainerSpec, limits: ResolvedStageLimits) -> int:
+    """The container's memory limit when created: the largest stage, container
+    init and nsjail, and every tmpfs full to its size and file count. So what
+    the files hold can never leave init without room; only a stage's own
+    processes can reach the limit, and the kernel kills those first."""
+    largest = max(getattr(limits, stage).memory_mib for stage in STAGES)
+    return largest + NSJAIL_MEMORY_MIB + INIT_MEMORY_MIB + nj_docker.tmpfs_mib(spec)
+
+
+def stage_memory_mib(spec: nj_docker.ContainerSpec, limits: ResolvedStageLimits, stage: str,
+                     in_use_kib: object) -> int:
+    """The container's limit for one stage: the stage's own memory on top of
+    what the container holds before it (container init's figure, never taken
+    above the created limit) and room for the work dir to fill up during it.
+
+    The dependencies stage of a submission that builds its environment may also
+    fill the private store, and a missing figure is read as the worst case: both
+    get the created limit.
+    """
+    created = spec.memory_mib
+    if stage == "dependencies" or not isinstance(in_use_kib, int) or in_use_kib < 0:
+        return created
+    held_mib = min(-(-in_use_kib // 1024), created)
+    growth_mib = (spec.work_dir_mib + nj_docker.CONTAINER_TMP_MIB
+                  + -(-(spec.work_dir_inodes + nj_docker.CONTAINER_TMP_INODES)
+                      * nj_docker.INODE_KIB // 1024))
+    own_mib = getattr(limits, stage).memory_mib + NSJAIL_MEMORY_MIB
+    return min(created, held_mib + growth_mib + own_mib)
 
 
 def _follow(channel: nj_docker.InitChannel, source: LeaseSource, keeper: LeaseKeeper,
-            limits: ResolvedStageLimits, work_dir_mib: int) -> str | None:
+            limits: ResolvedStageLimits, spec: nj_docker.ContainerSpec) -> str | None:
     """Act on container init's events until it finishes; the error, if it failed."""
     reported = set()
     for event in channel.events():
         kind = event.get("event")
         if kind == "stage_ready":
-            stage_memory = getattr(limits, event["stage"]).memory_mib
-            # What the container already holds (init, files in its tmpfs, a
-            # private store) stays charged to it: the stage gets its own limit
-            # on top. Without that figure, assume the whole work dir is full.
-            in_use_kib = event.get("memory_in_use_kib")
-            in_use_mib = (-(-in_use_kib // 1024) if isinstance(in_use_kib, int)
-                          else work_dir_mib + INIT_MEMORY_MIB)
-            nj_docker.set_memory(channel.container, stage_memory + in_use_mib + NSJAIL_MEMORY_MIB)
+            stage = event.get("stage")
+            if stage not in STAGES:
+                return f"container init asked to start an unknown stage {stage!r}"
+            nj_docker.set_memory(channel.container, stage_memory_mib(
+                spec, limits, stage, event.get("memory_in_use_kib")))
             channel.send({"go": True})
         elif kind == "stage_finished":
             try:
@@ -195,6 +286,6 @@ def _follow(channel: nj_docker.InitChannel, source: LeaseSource, keeper: LeaseKe
     if keeper.lost.is_set():
         return None
     missing = [stage for stage in STAGES if stage not in reported]
-    return ("container init stopped before it finished"
-            + (f" (no result for {', '.join(missing)})" if missing else ""))
+    raise ContainerGone("container init stopped before it finished"
+                        + (f" (no result for {', '.join(missing)})" if missing else ""))
 
