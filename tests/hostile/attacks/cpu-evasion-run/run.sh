@@ -1,3 +1,3 @@
 for i in 1 2 3; do (while :; do :; done) & done
-busybox sleep 8
+busybox sleep 50
 exit 0
