@@ -56,6 +56,30 @@ class Environment:
     env_script: str = ""
 
 
+CHECKER_KINDS = ("exact", "lines", "tokens", "float", "custom")
+
+
+@dataclass(frozen=True)
+class Checker:
+    kind: str = "lines"
+    abs_tol: float = 1e-6
+    rel_tol: float = 1e-6
+    check_sh: str | None = None
+
+
+@dataclass(frozen=True)
+class Case:
+    """One test case: run.sh on a fresh copy of the compiled work dir."""
+
+    name: str | None
+    stdin: bytes
+    args: list[str]
+    files: dict[str, bytes]
+    expected_output: bytes | None
+    limits: Limits
+    checker: Checker
+
+
 @dataclass(frozen=True)
 class Job:
     files: dict[str, bytes]
@@ -66,6 +90,12 @@ class Job:
     environment: Environment
     deadline_s: float
     handshake: bool
+    args: list[str] = field(default_factory=list)
+    tests: list[Case] | None = None
+    stop_on_failure: bool = False
+    output_base64: bool = False
+    output_files: list[str] = field(default_factory=list)
+    max_output_file_bytes: int = 1 << 20
 
 
 @dataclass
@@ -85,12 +115,23 @@ class StageResult:
     memory_kib: int = 0
     # Only the dependencies stage carries "cached"; None keeps it out of the JSON.
     cached: bool | None = field(default=None)
+    stdout_encoding: str = "utf-8"
+    stderr_encoding: str = "utf-8"
+    started_at: str | None = None
+    finished_at: str | None = None
+    # Run stage and cases: the output files, as {name: {content, encoding: base64}}.
+    files: dict[str, dict[str, str]] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        if data["cached"] is None:
-            del data["cached"]
-        return data
+        return {name: value for name, value in asdict(self).items()
+                if value is not None or name in ("exit_code", "signal")}
+
+
+@dataclass
+class CaseResult(StageResult):
+    name: str | None = None
+    verdict: str = "skipped"
+    message: str = ""
 
 
 def skipped(stage: str) -> StageResult:
@@ -152,6 +193,63 @@ def _file_content(name: str, raw: Any) -> bytes:
     raise JobError(f"files[{name!r}] has unknown encoding {encoding!r}")
 
 
+def _data(raw: Any, name: str) -> bytes:
+    """Text (a string) or {content, encoding} bytes, as the API takes them."""
+    if isinstance(raw, str):
+        return raw.encode()
+    return _file_content(name, raw)
+
+
+def _strings(raw: Any, name: str) -> list[str]:
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        raise JobError(f"{name} must be a list of strings")
+    if any("\x00" in item for item in raw):
+        raise JobError(f"{name} must not contain NUL bytes")
+    return list(raw)
+
+
+def _checker(raw: Any, name: str) -> Checker:
+    if raw is None:
+        return Checker()
+    if not isinstance(raw, dict) or raw.get("kind", "lines") not in CHECKER_KINDS:
+        raise JobError(f"{name}.kind must be one of {', '.join(CHECKER_KINDS)}")
+    kind = raw.get("kind", "lines")
+    check_sh = raw.get("check_sh")
+    if (kind == "custom") != isinstance(check_sh, str):
+        raise JobError(f"{name}.check_sh is required with kind custom, and only with it")
+    tolerances = {}
+    for tol in ("abs_tol", "rel_tol"):
+        value = raw.get(tol, 1e-6)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 \
+                or not math.isfinite(value):
+            raise JobError(f"{name}.{tol} must be a number of at least 0")
+        tolerances[tol] = float(value)
+    return Checker(kind=kind, check_sh=check_sh, **tolerances)
+
+
+def _case(raw: Any, index: int) -> Case:
+    name = f"tests[{index}]"
+    if not isinstance(raw, dict):
+        raise JobError(f"{name} must be an object")
+    case_name = raw.get("name")
+    if case_name is not None and not isinstance(case_name, str):
+        raise JobError(f"{name}.name must be a string")
+    files_raw = raw.get("files") or {}
+    if not isinstance(files_raw, dict):
+        raise JobError(f"{name}.files must be an object")
+    expected = raw.get("expected_output")
+    return Case(
+        name=case_name,
+        stdin=_data(raw.get("stdin") or "", f"{name}.stdin"),
+        args=_strings(raw.get("args") or [], f"{name}.args"),
+        files={_file_name(n): _file_content(n, v) for n, v in files_raw.items()},
+        expected_output=None if expected is None else _data(expected,
+                                                            f"{name}.expected_output"),
+        limits=_limits(raw.get("limits"), name),
+        checker=_checker(raw.get("checker"), f"{name}.checker"),
+    )
+
+
 def _environment(raw: Any) -> Environment:
     if raw is None:
         return Environment(kind="none")
@@ -196,9 +294,7 @@ def parse_job(line: bytes) -> Job:
     run_sh = raw.get("run_sh")
     if not isinstance(run_sh, str):
         raise JobError("run_sh must be a string")
-    stdin = raw.get("stdin") or ""
-    if not isinstance(stdin, str):
-        raise JobError("stdin must be a string")
+    stdin = _data(raw.get("stdin") or "", "stdin")
 
     environment = _environment(raw.get("environment"))
     limits_raw = raw.get("limits")
@@ -208,19 +304,36 @@ def parse_job(line: bytes) -> Job:
     limits = {stage: _limits(limits_raw.get(stage), stage) for stage in needed}
 
     deadline_s = float(_number(raw.get("deadline_s", 600), "deadline_s", integer=False))
-    handshake = raw.get("handshake", False)
-    if not isinstance(handshake, bool):
-        raise JobError("handshake must be true or false")
+    flags = {}
+    for flag in ("handshake", "stop_on_failure"):
+        flags[flag] = raw.get(flag, False)
+        if not isinstance(flags[flag], bool):
+            raise JobError(f"{flag} must be true or false")
+    tests_raw = raw.get("tests")
+    if tests_raw is not None and not isinstance(tests_raw, list):
+        raise JobError("tests must be a list or null")
+    output_encoding = raw.get("output_encoding", "auto")
+    if output_encoding not in ("auto", "base64"):
+        raise JobError("output_encoding must be auto or base64")
+    max_file_bytes = int(_number(raw.get("max_output_file_bytes", 1 << 20),
+                                 "max_output_file_bytes", integer=True))
 
     return Job(
         files=files,
         compile_sh=compile_sh or None,
         run_sh=run_sh,
-        stdin=stdin.encode(),
+        stdin=stdin,
         limits=limits,
         environment=environment,
         deadline_s=deadline_s,
-        handshake=handshake,
+        handshake=flags["handshake"],
+        args=_strings(raw.get("args") or [], "args"),
+        tests=None if tests_raw is None else [_case(c, i) for i, c in enumerate(tests_raw)],
+        stop_on_failure=flags["stop_on_failure"],
+        output_base64=output_encoding == "base64",
+        output_files=[_file_name(g) for g in _strings(raw.get("output_files") or [],
+                                                      "output_files")],
+        max_output_file_bytes=max_file_bytes,
     )
 
 

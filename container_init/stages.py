@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from jailkit.capture import Capture
@@ -53,6 +54,12 @@ class Outcome:
     result: StageResult
     # Set when init had to stop the stage for its own reasons (deadline, SIGTERM).
     interrupted: str | None = None
+    # What the stage wrote to stdout, as kept (for a checker).
+    stdout: bytes = b""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
 
 
 def _own_cpu_ns() -> int:
@@ -211,8 +218,10 @@ def run_jailed(
     reaper: Reaper,
     deadline: float,
     meter: StageMeter,
+    output_base64: bool = False,
 ) -> Outcome:
-    """Run `command` in nsjail under spec.limits; deadline is init's overall monotonic end."""
+    """Run `command` in nsjail under spec.limits; deadline is init's overall monotonic end.
+    Outputs come back as text when they are UTF-8, else (or with `output_base64`) base64."""
     limits = spec.limits
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -221,6 +230,7 @@ def run_jailed(
     cpu_limit_ns = limits.cpu_time_s * 1e9
 
     started = time.monotonic()
+    started_at = now_iso()
     stdin_file = open(stdin_path, "rb") if stdin_path else open(os.devnull, "rb")  # noqa: SIM115
     try:
         proc = subprocess.Popen(
@@ -236,7 +246,8 @@ def run_jailed(
     except OSError as exc:
         for fd in (out_r, out_w, err_r, err_w, log_r, log_w):
             os.close(fd)
-        return Outcome(StageResult(status="error", stderr=f"nixjail: cannot start nsjail: {exc}"))
+        return Outcome(StageResult(status="error", stderr=f"nixjail: cannot start nsjail: {exc}",
+                                   started_at=started_at, finished_at=now_iso()))
     finally:
         stdin_file.close()
     reaper.watch(proc.pid)
@@ -358,15 +369,20 @@ def run_jailed(
         jail_error=jail_error,
     )
     out, err = captures[out_r], captures[err_r]
-    stderr = err.text()
-    if verdict.status == "error" and jail_error:
-        stderr += f"\nnixjail: the jail failed: {log.strip()}\n"
+    note = f"\nnixjail: the jail failed: {log.strip()}\n".encode() \
+        if verdict.status == "error" and jail_error else b""
+    stdout, stdout_encoding = out.encoded(force_base64=output_base64)
+    stderr, stderr_encoding = err.encoded(force_base64=output_base64, note=note)
     result = StageResult(
         status=verdict.status,
         exit_code=verdict.exit_code,
         signal=verdict.signal,
-        stdout=out.text(),
+        stdout=stdout,
         stderr=stderr,
+        stdout_encoding=stdout_encoding,
+        stderr_encoding=stderr_encoding,
+        started_at=started_at,
+        finished_at=now_iso(),
         stdout_truncated=out.truncated,
         stderr_truncated=err.truncated,
         stdout_binary=out.binary,
@@ -376,4 +392,4 @@ def run_jailed(
         memory_kib=memory_kib,
     )
     interrupted = kill_reason if kill_reason in KILLS_FOR_ERROR else None
-    return Outcome(result, interrupted)
+    return Outcome(result, interrupted, bytes(out.data))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +31,10 @@ exit $?
 
 # The stage shell: the toolchain environment, then the submission's script, sourced in the
 # same shell (like nix-shell --run) so the environment's functions stay defined.
+# Its arguments ($1, $2, ...) come NUL-separated from the script's .args file.
 STAGE_SH = f"""\
 __nixjail_script={JAIL_TOOLS}/$1.sh
+__nixjail_args={JAIL_TOOLS}/$1.args
 set --
 if [ -n "${{NIXJAIL_ENV_SCRIPT:-}}" ]; then
   . "$NIXJAIL_ENV_SCRIPT"
@@ -39,6 +42,12 @@ fi
 unset NIXJAIL_ENV_SCRIPT
 export HOME={JAIL_HOME} TMPDIR=/tmp TMP=/tmp TEMP=/tmp TEMPDIR=/tmp
 cd {JAIL_HOME} || exit 1
+if [ -s "$__nixjail_args" ]; then
+  mapfile -d '' -t __nixjail_argv < "$__nixjail_args"
+  set -- "${{__nixjail_argv[@]}}"
+  unset __nixjail_argv
+fi
+unset __nixjail_args
 . "$__nixjail_script"
 """
 
@@ -265,6 +274,101 @@ def _seed_private_store(nix: Path, paths: list[str], uid: int, gid: int) -> None
     if IMAGE_NIX_DB.is_dir():
         shutil.copytree(IMAGE_NIX_DB, nix / "var" / "nix" / "db", symlinks=True)
         _chown_tree(nix / "var", uid, gid)
+
+
+def write_args(space: Workspace, script: str, args: list[str]) -> None:
+    """The positional parameters the next run of `script` gets."""
+    _write(space.tools / f"{script}.args", b"".join(arg.encode() + b"\0" for arg in args))
+
+
+def write_private(path: Path, data: bytes, uid: int, gid: int) -> None:
+    """A file of init's own that only the jail user may read (reopened in the jail)."""
+    _write(path, data, 0o600)
+    if os.geteuid() == 0:
+        os.chown(path, uid, gid)
+
+
+def write_under(root: Path, name: str, data: bytes, uid: int, gid: int) -> None:
+    """Write `root/name` where a jail may have been: no component of the way may be a
+    symlink (it could point anywhere init, as root, can write), nor the file a
+    directory. Raises OSError naming the file otherwise."""
+    parts = name.split("/")
+    directory = root
+    for part in parts[:-1]:
+        directory = directory / part
+        try:
+            info = os.lstat(directory)
+        except FileNotFoundError:
+            directory.mkdir(mode=0o755)
+            if os.geteuid() == 0:
+                os.chown(directory, uid, gid)
+            continue
+        if not stat.S_ISDIR(info.st_mode):
+            raise OSError(f"{name!r}: {part!r} is not a directory in the work dir")
+    target = directory / parts[-1]
+    if os.path.lexists(target) and not stat.S_ISREG(os.lstat(target).st_mode):
+        raise OSError(f"{name!r} is not a regular file in the work dir")
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o755)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    if os.geteuid() == 0:
+        os.chown(target, uid, gid)
+
+
+def copy_tree(source: Path, target: Path, *, skip: str, uid: int, gid: int) -> None:
+    """Copy what a jail left in `source` (not its entry `skip`) to `target`: directories,
+    regular files and symlinks as links, never followed; FIFOs, sockets and the like
+    are left out (opening a FIFO would wait for a writer that never comes)."""
+    for directory, dirs, files in os.walk(source):
+        here = Path(directory)
+        into = target / here.relative_to(source)
+        if here == source and skip in dirs:
+            dirs.remove(skip)
+        for name in dirs + files:
+            path, copy = here / name, into / name
+            info = os.lstat(path)
+            if stat.S_ISLNK(info.st_mode):
+                os.symlink(os.readlink(path), copy)
+                if name in dirs:
+                    dirs.remove(name)
+            elif stat.S_ISDIR(info.st_mode):
+                copy.mkdir(mode=stat.S_IMODE(info.st_mode) | 0o700)
+            elif stat.S_ISREG(info.st_mode):
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                with os.fdopen(fd, "rb") as reader, open(copy, "xb") as writer:
+                    shutil.copyfileobj(reader, writer)
+                os.chmod(copy, stat.S_IMODE(info.st_mode))
+            else:
+                continue
+            if os.geteuid() == 0:
+                os.chown(copy, uid, gid, follow_symlinks=False)
+
+
+def fresh_case_dir(space: Workspace, files: dict[str, bytes], uid: int, gid: int) -> Path:
+    """A copy of the compiled work dir, with the case's own files laid over it."""
+    case_dir = Path(tempfile.mkdtemp(prefix=".nixjail-case-", dir=space.work_dir))
+    try:
+        copy_tree(space.work_dir, case_dir, skip=case_dir.name, uid=uid, gid=gid)
+        for name, content in files.items():
+            write_under(case_dir, name, content, uid, gid)
+    except BaseException:
+        shutil.rmtree(case_dir, ignore_errors=True)
+        raise
+    os.chmod(case_dir, 0o755)
+    if os.geteuid() == 0:
+        os.chown(case_dir, uid, gid)
+    return case_dir
+
+
+def fresh_check_dir(space: Workspace, files: dict[str, bytes], uid: int, gid: int) -> Path:
+    """The custom checker's work dir: only the files it is given."""
+    check_dir = Path(tempfile.mkdtemp(prefix=".nixjail-check-", dir=space.work_dir))
+    for name, content in files.items():
+        write_under(check_dir, name, content, uid, gid)
+    os.chmod(check_dir, 0o755)
+    if os.geteuid() == 0:
+        os.chown(check_dir, uid, gid)
+    return check_dir
 
 
 def adopt_env_script(space: Workspace) -> str | None:

@@ -24,7 +24,9 @@ from pydantic import TypeAdapter, ValidationError
 from nixjail import __version__
 from nixjail.errors import ApiError, Conflict, InvalidInput, LeaseLost, NixjailError, NotFound
 from nixjail.models import (
+    CaseResult,
     Environment,
+    EnvironmentList,
     ResolvedStageLimits,
     StageName,
     StageResult,
@@ -95,10 +97,18 @@ class LeaseSource(Protocol):
     def report_stage(self, lease: Lease, stage: StageName,
                      result: StageResult) -> Submission: ...
 
+    def report_case(self, lease: Lease, index: int, result: CaseResult) -> Submission: ...
+
     def complete(self, lease: Lease, error: str | None = None,
                  environment: Environment | None = None) -> Submission: ...
 
     def release(self, lease: Lease, reason: str, tried: bool = True) -> Submission: ...
+
+    def publish_environment(self, name: str, environment: Environment, *,
+                            shell_nix_sha256: str) -> None:
+        """Tell the service that catalog environment `name` is built, from
+        the shell.nix of that SHA-256."""
+        ...
 
 
 class SpoolLeaseSource:
@@ -131,6 +141,9 @@ class SpoolLeaseSource:
     def report_stage(self, lease: Lease, stage: StageName, result: StageResult) -> Submission:
         return self.spool.report_stage(lease, stage, result)
 
+    def report_case(self, lease: Lease, index: int, result: CaseResult) -> Submission:
+        return self.spool.report_case(lease, index, result)
+
     def complete(self, lease: Lease, error: str | None = None,
                  environment: Environment | None = None) -> Submission:
         return self._requeued(
@@ -138,6 +151,10 @@ class SpoolLeaseSource:
 
     def release(self, lease: Lease, reason: str, tried: bool = True) -> Submission:
         return self._requeued(self.spool.release(lease, reason, tried=tried))
+
+    def publish_environment(self, name: str, environment: Environment, *,
+                            shell_nix_sha256: str) -> None:
+        self.spool.publish_environment(name, environment, shell_nix_sha256=shell_nix_sha256)
 
 
 def _seconds(value: str | None) -> float | None:
@@ -274,6 +291,11 @@ class Client:
         _, data = self.request("GET", "/v1/submissions", query=query)
         return self._parse(SubmissionPage, data, "page")
 
+    def environments(self) -> EnvironmentList:
+        """The operator's catalog of named environments, and whether each is built."""
+        _, data = self.request("GET", "/v1/environments")
+        return self._parse(EnvironmentList, data, "environment list")
+
     def cancel(self, submission_id: str) -> Submission:
         """End the submission as cancelled; ApiConflict if it has already ended."""
         _, data = self.request("DELETE", f"/v1/submissions/{_quote(submission_id)}")
@@ -313,6 +335,12 @@ class Client:
                                {"token": lease.token, "result": result.model_dump(mode="json")})
         return self._parse(Submission, data, "submission")
 
+    def report_case(self, lease: Lease, index: int, result: CaseResult) -> Submission:
+        """Record one test case's result as soon as it is known."""
+        _, data = self.request("PUT", f"{_lease_path(lease)}/cases/{index}",
+                               {"token": lease.token, "result": result.model_dump(mode="json")})
+        return self._parse(Submission, data, "submission")
+
     def complete(self, lease: Lease, error: str | None = None,
                  environment: Environment | None = None) -> Submission:
         """End the leased job; `error` ends the submission as error with that reason,
@@ -328,6 +356,13 @@ class Client:
         _, data = self.request("POST", f"{_lease_path(lease)}/release",
                                {"token": lease.token, "reason": reason, "tried": tried})
         return self._parse(Submission, data, "submission")
+
+    def publish_environment(self, name: str, environment: Environment, *,
+                            shell_nix_sha256: str) -> None:
+        """A cache builder's word that catalog environment `name` is built (worker token)."""
+        self.request("PUT", f"/v1/environments/{_quote(name)}",
+                     {"environment": environment.model_dump(mode="json"),
+                      "shell_nix_sha256": shell_nix_sha256})
 
 
 def _quote(part: str) -> str:

@@ -20,6 +20,7 @@ from nixjail.models import (
     ResolvedLimits,
     ResolvedStageLimits,
     SubmissionRequest,
+    base64_chars,
     output_chars_max,
 )
 
@@ -213,6 +214,59 @@ class GcSettings(BaseModel):
         "hourly by `nixjail serve`); none keeps them all")
 
 
+class CatalogEnvironment(BaseModel):
+    """An environment the operator offers by name (GET /v1/environments)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._+-]{0,99}$",
+                      description="What a submission's `environment` says")
+    version: str = Field(default="", description="The toolchain's version, as shown")
+    description: str = ""
+    aliases: list[str] = Field(default_factory=list,
+                               description="Other names clients may know it by")
+    shell_nix: str | None = Field(default=None, description="The shell.nix, as text")
+    shell_nix_file: Path | None = Field(default=None, description="...or a file holding it")
+    main_file: str = Field(default="main", description="The name a lone source file takes")
+    compile_sh: str | None = Field(default=None, description="Default compile script")
+    run_sh: str = Field(description="Default run script")
+
+    @model_validator(mode="after")
+    def _one_shell_nix(self) -> CatalogEnvironment:
+        if (self.shell_nix is None) == (self.shell_nix_file is None):
+            raise ValueError("give shell_nix or shell_nix_file, exactly one")
+        return self
+
+    def shell_nix_text(self) -> str:
+        if self.shell_nix is not None:
+            return self.shell_nix
+        assert self.shell_nix_file is not None
+        return self.shell_nix_file.read_text()
+
+
+class JudgingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_tests: int = Field(default=100, gt=0, description="Test cases a submission may carry")
+    max_output_file_bytes: int = Field(
+        default=1024 * 1024, gt=0,
+        description="Bytes of output_files returned per run or case, all files together")
+
+
+class CallbackSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    allowed_prefixes: list[str] = Field(
+        default_factory=list,
+        description="URL prefixes a callback_url must start with; none allows no callbacks")
+    secret_file: Path | None = Field(
+        default=None, description="The HMAC-SHA256 key that signs each callback")
+    attempts: int = Field(default=5, gt=0, description="Tries of one callback")
+    backoff_s: float = Field(default=1, gt=0,
+                             description="Wait before the second try; doubled for each next")
+    timeout_s: float = Field(default=10, gt=0)
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -228,6 +282,25 @@ class Settings(BaseModel):
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
     cache_builder: CacheBuilderSettings = Field(default_factory=CacheBuilderSettings)
     gc: GcSettings = Field(default_factory=GcSettings)
+    judging: JudgingSettings = Field(default_factory=JudgingSettings)
+    callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
+    environments: list[CatalogEnvironment] = Field(
+        default_factory=list, description="The catalog of named environments")
+
+    @model_validator(mode="after")
+    def _unique_environment_names(self) -> Settings:
+        seen: set[str] = set()
+        for entry in self.environments:
+            for name in (entry.name, *entry.aliases):
+                if name in seen:
+                    raise ValueError(f"environments: the name {name!r} is given twice")
+                seen.add(name)
+        return self
+
+    def catalog(self) -> dict[str, CatalogEnvironment]:
+        """Every catalog environment by its name and by each of its aliases."""
+        return {name: entry for entry in self.environments
+                for name in (entry.name, *entry.aliases)}
 
     @property
     def max_report_bytes(self) -> int:
@@ -236,7 +309,7 @@ class Settings(BaseModel):
         worst in JSON. A worker's report is never refused below it."""
         largest = max(limits.output_kib for _, limits in self.limits_max)
         return (2 * output_chars_max(largest) * JSON_BYTES_PER_OUTPUT_BYTE
-                + REPORT_FIELDS_BYTES)
+                + base64_chars(self.judging.max_output_file_bytes) + REPORT_FIELDS_BYTES)
 
     def resolve_limits(self, request: SubmissionRequest) -> ResolvedStageLimits:
         """Every limit of the request, with the server default where it gave none."""
@@ -253,7 +326,9 @@ class Settings(BaseModel):
         `strict` refuses values of the wrong JSON type that pydantic would
         otherwise coerce (`"cache": 0`, `"memory_mib": "256"`), as the API does.
         """
-        context = {"limits_max": self.limits_max}
+        context = {"limits_max": self.limits_max, "limits_default": self.limits_default,
+                   "catalog": self.catalog(), "max_tests": self.judging.max_tests,
+                   "callback_prefixes": self.callbacks.allowed_prefixes}
         if isinstance(data, dict):
             return SubmissionRequest.model_validate(data, context=context, strict=strict)
         return SubmissionRequest.model_validate_json(data, context=context, strict=strict)

@@ -7,6 +7,7 @@ Layout::
     SPOOL/leased/QUEUE/ID           a job someone holds
     SPOOL/ended/STATUS/ID           an index of ended submissions by status
     SPOOL/owners/OWNER/ID           an index of submissions by owner (the tenant)
+    SPOOL/environments/NAME.json    a catalog environment the cache builder built
     RUN/leases/ID.json              who holds it, its token and deadline (tmpfs)
     RUN/spool.lock                  serialises read-modify-write of records
 
@@ -28,20 +29,24 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import hmac
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nixjail import watch
 from nixjail.errors import LeaseLost, NotFound
 from nixjail.models import (
     ENDED_STATUSES,
+    CaseResult,
     Environment,
     ResolvedStageLimits,
     StageName,
@@ -129,7 +134,11 @@ class Spool:
         self._submissions = self.spool_dir / "submissions"
         self._owners = self.spool_dir / "owners"
         self._leases = self.run_dir / "leases"
-        for directory in (self._submissions, self._owners, self._leases):
+        self._environments = self.spool_dir / "environments"
+        self.callbacks_dir = self.spool_dir / "callbacks"
+        self.failed_callbacks_dir = self.callbacks_dir / "failed"
+        for directory in (self._submissions, self._owners, self._leases,
+                          self._environments, self.callbacks_dir, self.failed_callbacks_dir):
             directory.mkdir(parents=True, exist_ok=True)
         for queue in Queue:
             self._queued_dir(queue).mkdir(parents=True, exist_ok=True)
@@ -180,7 +189,8 @@ class Spool:
         """Every directory the spool writes to."""
         dirs = [self._submissions, self._owners, self._leases]
         dirs += [self._queued_dir(q) for q in Queue] + [self._leased_dir(q) for q in Queue]
-        return dirs + [self._ended_dir(s) for s in sorted(ENDED_STATUSES)]
+        return dirs + [self._ended_dir(s) for s in sorted(ENDED_STATUSES)] + [
+            self._environments, self.callbacks_dir, self.failed_callbacks_dir]
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -239,6 +249,10 @@ class Spool:
                 then(submission, outcome)
             if submission.status.ended and not was_ended:
                 atomic_write(self._ended_dir(submission.status) / submission.id, b"")
+                if submission.request.callback_url is not None:
+                    # The outbox entry is the promise of a callback: written
+                    # with the end, under the lock, so no ending loses it.
+                    atomic_write(self.callbacks_dir / submission.id, b"")
                 for q in Queue:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(self._queued_dir(q) / submission.id)
@@ -475,6 +489,10 @@ class Spool:
         return self._leased_change(
             lease, lambda s: s.record(lease.queue.value, stage, result))[0]
 
+    def report_case(self, lease: Lease, index: int, result: CaseResult) -> Submission:
+        """Record one test case's result as soon as it is known."""
+        return self._leased_change(lease, lambda s: s.record_case(index, result))[0]
+
     def complete(self, lease: Lease, *, error: str | None = None,
                  environment: Environment | None = None) -> Submission:
         """End the leased job: a dependencies job that built the environment
@@ -618,7 +636,59 @@ class Spool:
             return f"the lease holder {record.holder} is gone"
         return None
 
+    # -- the environments catalog ------------------------------------------
+
+    def publish_environment(self, name: str, environment: Environment, *,
+                            shell_nix_sha256: str) -> PublishedEnvironment:
+        """Record that catalog environment `name` is built as `environment`
+        from the shell.nix of that SHA-256 (which tells an edited entry from
+        the one that was built)."""
+        record = PublishedEnvironment(environment=environment,
+                                      shell_nix_sha256=shell_nix_sha256, built_at=utcnow())
+        atomic_write(self._environments / f"{_catalog_name(name)}.json",
+                     record.model_dump_json().encode())
+        return record
+
+    def published_environments(self) -> dict[str, PublishedEnvironment]:
+        """Every catalog environment published, by name; unreadable records left out."""
+        published = {}
+        for entry in _names(self._environments):
+            name = entry.removesuffix(".json")
+            if name == entry or not CATALOG_NAME.fullmatch(name):
+                continue
+            try:
+                published[name] = PublishedEnvironment.model_validate_json(
+                    (self._environments / entry).read_bytes())
+            except (FileNotFoundError, ValidationError):
+                continue  # removed meanwhile, or not written by nixjail
+        return published
+
 
 def _names(directory: Path) -> list[str]:
     """The entries of a spool directory, oldest id first; temporary files left out."""
     return sorted(name for name in os.listdir(directory) if not name.startswith("."))
+
+
+# A catalog name (settings.CatalogEnvironment.name): a file name, never a path.
+CATALOG_NAME = re.compile(r"[a-z0-9][a-z0-9._+-]{0,99}")
+
+
+def _catalog_name(name: str) -> str:
+    if not CATALOG_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is no catalog environment name")
+    return name
+
+
+class PublishedEnvironment(BaseModel):
+    """SPOOL/environments/NAME.json: a catalog environment the cache builder built."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    environment: Environment
+    shell_nix_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    built_at: datetime
+
+
+def shell_nix_sha256(text: str) -> str:
+    """The digest a published environment is matched against its catalog entry by."""
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -33,6 +33,7 @@ from nixjail.settings import Settings
 # them (the maxima of the limits: start_server keeps the defaults).
 DOCUMENT = build_openapi(Settings())
 MAX_BODY_BYTES = 256 * 1024  # start_server's api.max_body_bytes
+RUN_DEFAULTS = Settings().limits_default.run
 # Per operation; with the coverage phase, about three requests each. The
 # whole module takes about a minute on two cores.
 MAX_EXAMPLES = 150
@@ -46,23 +47,38 @@ def beyond_the_document(body: Any) -> str | None:
     """Why the server refuses a schema-valid submission body, if it does.
 
     Exactly the rules JSON Schema cannot state (docs/api.md, "What the
-    document cannot say"): a file name's length in UTF-8 bytes (the schema
-    counts characters), a file that lies under another file, and the size of
-    the whole body (of any operation).
+    document cannot say"): a file name's or output glob's length in UTF-8
+    bytes (the schema counts characters), a file that lies under another
+    file, a case's limit above the run stage's, and the size of the whole
+    body (of any operation).
     """
     if body is NOT_SET:
         return None
     if len(json.dumps(body).encode()) > MAX_BODY_BYTES:  # as schemathesis sends it
         return "body too large"
-    files = body.get("files") if isinstance(body, dict) else None
-    if not isinstance(files, dict):
+    if not isinstance(body, dict):
         return None
-    if any(len(name.encode()) > MAX_PATH_BYTES for name in files):
-        return "file name too long in bytes"
-    for name in files:
-        if any(str(parent) in files for parent in PurePosixPath(name).parents
-               if str(parent) != "."):
-            return "file under a file"
+    tests = body.get("tests") if isinstance(body.get("tests"), list) else []
+    for files in [body.get("files"), *(case.get("files") for case in tests
+                                       if isinstance(case, dict))]:
+        if not isinstance(files, dict):
+            continue
+        if any(len(name.encode()) > MAX_PATH_BYTES for name in files):
+            return "file name too long in bytes"
+        for name in files:
+            if any(str(parent) in files for parent in PurePosixPath(name).parents
+                   if str(parent) != "."):
+                return "file under a file"
+    globs = body.get("output_files")
+    if isinstance(globs, list) and any(isinstance(glob, str)
+                                       and len(glob.encode()) > MAX_PATH_BYTES
+                                       for glob in globs):
+        return "output file name too long in bytes"
+    run = (body.get("limits") or {}).get("run") or {}
+    for case in tests:
+        for name, value in ((case.get("limits") or {}) if isinstance(case, dict) else {}).items():
+            if value is not None and value > (run.get(name) or getattr(RUN_DEFAULTS, name)):
+                return "a case's limit above the run stage's"
     return None
 
 

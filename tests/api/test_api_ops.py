@@ -77,7 +77,9 @@ def test_openapi_is_served_and_names_every_route(api: Api) -> None:
     assert document["openapi"].startswith("3.1")
     app = create_app(api.spool, api.settings)
     for route in falcon.inspect.inspect_routes(app):
-        documented = document["paths"].get(route.path)
+        # OpenAPI names a path parameter without falcon's converter.
+        path = re.sub(r"\{(\w+):[^}]*\}", r"{\1}", route.path)
+        documented = document["paths"].get(path)
         assert documented is not None, route.path
         methods = {method.method.lower() for method in route.methods
                    if method.internal is False and method.method != "OPTIONS"}

@@ -13,6 +13,8 @@ from nixjail.models import NOTE_CHARS, StageResult, output_chars_max
 from nixjail.settings import JSON_BYTES_PER_OUTPUT_BYTE, Settings
 from nixjail.spool import Queue
 
+# A report that gives its times is stored as given.
+TIMES = {"started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:00:01Z"}
 # The largest output cap any stage may have (the dependencies stage's).
 LARGEST_KIB = max(limits.output_kib for _, limits in Settings().limits_max)
 
@@ -32,7 +34,7 @@ def test_the_largest_legal_report_is_delivered_in_the_worst_json(api: Api) -> No
                            dependencies={"output_kib": LARGEST_KIB})
     chars = output_chars_max(LARGEST_KIB)
     result = StageResult(status="output_limit", stdout="\x01" * chars,
-                         stderr="\ufffd" * chars, stdout_truncated=True)
+                         stderr="\ufffd" * chars, stdout_truncated=True, **TIMES)
     body = json.dumps({"token": lease.token, "result": result.model_dump(mode="json")})
     assert len(body) > JSON_BYTES_PER_OUTPUT_BYTE * 2 * chars
     assert len(body) > 40 * api.settings.api.max_body_bytes  # far above the usual cap
@@ -66,13 +68,16 @@ def test_an_output_longer_than_its_stage_may_hold_is_refused_naming_it(api: Api,
     chars = output_chars_max(8)
     assert chars == 8 * 1024 + NOTE_CHARS
     worker.report_stage(lease, "run", StageResult(status="ok", **{name: "a" * chars}))
+    encoded = output_chars_max(8, base64=True)
+    worker.report_stage(lease, "run", StageResult(
+        status="ok", **{name: "a" * encoded, f"{name}_encoding": "base64"}))
     with pytest.raises(ApiInvalidInput) as refused:
         worker.report_stage(lease, "run", StageResult(status="ok", **{name: "a" * (chars + 1)}))
     assert refused.value.field == f"result.{name}"
     assert refused.value.reason == (
         f"{chars + 1} characters is more than the run stage's output_kib of 8 lets it "
         f"hold ({chars}, nixjail's own note included)")
-    assert len(getattr(api.spool.get(lease.submission_id).stages.run, name)) == chars
+    assert len(getattr(api.spool.get(lease.submission_id).stages.run, name)) == encoded
 
 
 def test_other_worker_bodies_keep_the_usual_cap(api: Api) -> None:

@@ -54,7 +54,7 @@ def test_bad_fields_are_422_naming_the_field(api: Api, changes: dict, field: str
 
 def test_missing_fields_are_each_named(api: Api) -> None:
     body = assert_error(api.post("/v1/submissions", json={}), 422, "shell_nix", "run_sh")
-    assert body["errors"][0]["reason"] == "Field required"
+    assert all(error["reason"].startswith("required") for error in body["errors"])
 
 
 def test_limits_above_the_maxima_are_named_one_by_one(api: Api) -> None:

@@ -123,7 +123,7 @@ def test_directory_without_run_sh_is_a_usage_error(tmp_path: Path) -> None:
     directory = make_dir(tmp_path, {"shell.nix": SHELL_NIX, "compile.sh": "true\n"})
     done = nixjail("submit", directory, "--api", f"http://127.0.0.1:{free_port()}")
     assert done.returncode == 64
-    assert done.stderr == f"nixjail: {directory} has no run.sh\n"
+    assert done.stderr == f"nixjail: {directory} has no run.sh (or give --environment)\n"
 
 
 def test_missing_directory_is_a_usage_error(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ def test_hello_world(run_init):
     assert set(result) == {
         "status", "exit_code", "signal", "stdout", "stderr", "stdout_truncated",
         "stderr_truncated", "stdout_binary", "stderr_binary", "wall_time_ms", "cpu_time_ms",
-        "memory_kib",
+        "memory_kib", "stdout_encoding", "stderr_encoding", "started_at", "finished_at",
     }
 
 

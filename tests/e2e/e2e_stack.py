@@ -70,7 +70,9 @@ class Stack:
             return refused.code, json.loads(refused.read() or b"null")
 
     def submit(self, wait: float = 90, **fields: object) -> dict:
-        body = {"shell_nix": SHELL_NIX, **fields}
+        # A field given as None is left out (shell_nix, when naming an environment).
+        body = {key: value for key, value in {"shell_nix": SHELL_NIX, **fields}.items()
+                if value is not None}
         status, submission = self.request("POST", "/v1/submissions?wait=5", body)
         assert status in (200, 202), submission
         return self.wait(submission["id"], wait)
@@ -134,11 +136,27 @@ class CacheSetup:
 BUILD_COUNTERS = Path(tempfile.gettempdir()) / "nixjail-build-counters"
 
 
+def counter_file() -> Path:
+    # The build runs as a build user of the nix-daemon: it must be able to append.
+    directory = Path(tempfile.mkdtemp(prefix="counter-", dir=BUILD_COUNTERS))
+    directory.chmod(0o1777)
+    counter = directory / "builds"
+    counter.touch(mode=0o666)
+    counter.chmod(0o666)
+    return counter
+
+
+def counted_shell(counter: Path, salt: str) -> str:
+    return ("{ pkgs ? import <nixpkgs> {} }: pkgs.mkShell { packages = [ pkgs.busybox "
+            f'(pkgs.counted {{ counterFile = "{counter}"; salt = "{salt}"; }}) ]; }}')
+
+
 def start_stack(base: Path, *, remote_runner: bool = False,
-                cache: CacheSetup | None = None) -> Iterator[Stack]:
+                cache: CacheSetup | None = None, extra_settings: str = "") -> Iterator[Stack]:
     """API and runner on this host; `remote_runner` makes the runner lease over
     HTTP with a worker token, as a worker host of its own does; `cache` adds a
-    cache builder, its binary cache and the expiry timer's passes."""
+    cache builder, its binary cache and the expiry timer's passes;
+    `extra_settings` (TOML tables) ends the settings file."""
     if not (FIXTURE_NIXPKGS / "bin" / "busybox").exists():
         pytest.fail("the fixture nixpkgs is not prepared: run scripts/bootstrap")
     port = free_port()
@@ -189,6 +207,7 @@ nixpkgs = "{FIXTURE_NIXPKGS}"
 {runner_remote}
 {runner_cache}
 {cache_builder}
+{extra_settings}
 """)
     processes = []
 

@@ -5,29 +5,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from e2e_stack import BUILD_COUNTERS, Stack, our_containers
+from e2e_stack import Stack, counted_shell, counter_file, our_containers
 
 pytestmark = [pytest.mark.docker, pytest.mark.nix]
-
-
-def counter_file() -> Path:
-    # The build runs as a build user of the nix-daemon: it must be able to append.
-    directory = Path(tempfile.mkdtemp(prefix="counter-", dir=BUILD_COUNTERS))
-    directory.chmod(0o1777)
-    counter = directory / "builds"
-    counter.touch(mode=0o666)
-    counter.chmod(0o666)
-    return counter
-
-
-def counted_shell(counter: Path, salt: str) -> str:
-    return ("{ pkgs ? import <nixpkgs> {} }: pkgs.mkShell { packages = [ pkgs.busybox "
-            f'(pkgs.counted {{ counterFile = "{counter}"; salt = "{salt}"; }}) ]; }}')
 
 
 def narinfos(cache_dir: Path) -> set[str]:

@@ -25,7 +25,8 @@ base64). `attack.json`:
   `FIELD_lacks` (lists of substrings), `FIELD_min`, `FIELD_max` (numbers;
   `stdout_len_max` bounds the length of stdout).
   `when_cache` and `when_no_cache` lay a stage's expectations over `stages`
-  for one value of `cache`.
+  for one value of `cache`. `cases`: the same, per test case, in order (for
+  a `request` with `tests`).
 
 `probes`: files of `probes/` sent with it (`abi-probe`, a static program
 making raw system calls, for a jail with no compiler); `victim`: fields of
@@ -218,6 +219,10 @@ def judge(expect: dict, submission: dict) -> list[str]:
             problems.append(f"its error {submission.get('error')!r} lacks {text!r}")
     for stage, fields in expect.get("stages", {}).items():
         problems += _judge_stage(stage, fields, submission["stages"].get(stage))
+    cases = submission.get("tests") or []
+    for index, fields in enumerate(expect.get("cases", [])):
+        problems += _judge_stage(f"tests[{index}]", fields,
+                                 cases[index] if index < len(cases) else None)
     return problems
 
 

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from nixjail.api import errors
 from nixjail.api.auth import AuthMiddleware, TokenFile
+from nixjail.api.environments import EnvironmentCollection, EnvironmentItem
 from nixjail.api.health import HealthResource, Parts
 from nixjail.api.leases import LeaseCollection, LeaseItem
 from nixjail.api.metrics import ApiMetrics, MetricsMiddleware, MetricsResource
@@ -45,8 +46,11 @@ def create_app(spool: Spool, settings: Settings, *,
     lease = LeaseItem(spool, settings, kick=kick)
     app.add_route("/v1/leases/{submission_id}/renew", lease, suffix="renew")
     app.add_route("/v1/leases/{submission_id}/stages/{stage}", lease, suffix="stage")
+    app.add_route("/v1/leases/{submission_id}/cases/{index:int(min=0)}", lease, suffix="case")
     app.add_route("/v1/leases/{submission_id}/complete", lease, suffix="complete")
     app.add_route("/v1/leases/{submission_id}/release", lease, suffix="release")
+    app.add_route("/v1/environments", EnvironmentCollection(spool, settings))
+    app.add_route("/v1/environments/{name}", EnvironmentItem(spool, settings))
     app.add_route("/v1/openapi.json", OpenApiResource(settings))
     app.add_route("/healthz", HealthResource(spool, parts,
                                               min_free_bytes=settings.api.max_body_bytes))

@@ -132,9 +132,11 @@ def install(app: falcon.App) -> None:
 
 # -- pydantic errors to field errors --------------------------------------------
 
-# The model validator of SubmissionRequest names each limit above its maximum
-# as "limits.STAGE.FIELD: reason", joined by "; ".
-_LIMIT_PROBLEM = re.compile(r"^(limits\.[a-z_]+\.[a-z_]+): (.+)$")
+# A model validator names the field of each problem it finds as "FIELD:
+# reason" (FIELD a dotted path such as limits.run.memory_mib or
+# tests[2].limits.wall_time_s), problems joined by "; "; a nested model's
+# FIELD is under the field that holds it (checker.check_sh).
+_FIELD_PROBLEM = re.compile(r"^([a-z_]+(?:\.[a-z_]+|\[[0-9]+\])*): (.+)$")
 _VALIDATOR_PREFIXES = ("Value error, ", "Assertion failed, ")
 
 
@@ -152,11 +154,12 @@ def validation_error(exc: ValidationError, model: type[BaseModel] | None,
         for prefix in _VALIDATOR_PREFIXES:
             reason = reason.removeprefix(prefix)
         field = field_name(model, problem["loc"])[0] or what
-        if field == what and reason.startswith("limits."):
+        if _FIELD_PROBLEM.match(reason):
+            under = "" if field == what else f"{field}."
             for part in reason.split("; "):
-                match = _LIMIT_PROBLEM.match(part)
+                match = _FIELD_PROBLEM.match(part)
                 if match:
-                    errors.append(FieldError(field=match[1], reason=match[2]))
+                    errors.append(FieldError(field=under + match[1], reason=match[2]))
                 else:
                     errors.append(FieldError(field=field, reason=part))
             continue

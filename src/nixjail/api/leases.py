@@ -11,6 +11,7 @@ import falcon
 from nixjail.api.errors import invalid
 from nixjail.api.media import parse_body, respond
 from nixjail.api.schemas import (
+    CaseReport,
     LeaseCompletion,
     LeaseGrant,
     LeaseRelease,
@@ -89,6 +90,15 @@ class LeaseItem:
                           "in JSON")
         lease = self._held(submission_id, body.token)
         respond(resp, self.spool.report_stage(lease, cast(StageName, stage), body.result))
+
+    def on_put_case(self, req: falcon.Request, resp: falcon.Response,
+                    submission_id: str, index: int) -> None:
+        body = parse_body(req, CaseReport, self.settings.max_report_bytes,
+                          too_large="the most a case report takes: stdout and stderr of "
+                          "the largest output_kib in limits_max, every byte at its worst "
+                          "in JSON, and the output files")
+        lease = self._held(submission_id, body.token)
+        respond(resp, self.spool.report_case(lease, index, body.result))
 
     def on_post_complete(self, req: falcon.Request, resp: falcon.Response,
                          submission_id: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 import falcon
@@ -19,6 +20,8 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from nixjail import __version__
 from nixjail.api.auth import needs
 from nixjail.api.schemas import (
+    CaseReport,
+    EnvironmentPublication,
     ErrorBody,
     Health,
     ItemQuery,
@@ -35,6 +38,7 @@ from nixjail.api.schemas import (
 from nixjail.models import (
     LIMIT_FIELDS,
     STAGES,
+    EnvironmentList,
     ResolvedStageLimits,
     Submission,
     SubmissionPage,
@@ -42,16 +46,19 @@ from nixjail.models import (
     SubmissionSummary,
 )
 from nixjail.settings import Settings
+from nixjail.spool import CATALOG_NAME
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 _IN: JsonSchemaMode = "validation"
 _OUT: JsonSchemaMode = "serialization"
 _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (SubmissionRequest, _IN), (Submission, _OUT), (SubmissionPage, _OUT),
-    (LeaseRequest, _IN), (LeaseToken, _IN), (StageReport, _IN), (LeaseCompletion, _IN),
+    (LeaseRequest, _IN), (LeaseToken, _IN), (StageReport, _IN), (CaseReport, _IN),
+    (LeaseCompletion, _IN),
     (LeaseRelease, _IN), (LeaseGrant, _OUT), (LeaseRenewal, _OUT), (ErrorBody, _OUT),
     (Health, _OUT), (WaitQuery, _IN), (ItemQuery, _IN), (ListQuery, _IN),
     (SubmissionSummary, _OUT),
+    (EnvironmentList, _OUT), (EnvironmentPublication, _IN),
 ]
 _QUERY_MODELS = (WaitQuery, ItemQuery, ListQuery)
 
@@ -112,12 +119,39 @@ def _within_maxima(schemas: dict[str, Any], maxima: ResolvedStageLimits) -> None
     request["properties"]["limits"] = _ref("RequestLimits")
 
 
+def _server_rules(request: dict[str, Any], settings: Settings) -> None:
+    """The request's rules that depend on this server: the environments its
+    catalog names, its test-case maximum and its callback prefixes, and which
+    of shell_nix, environment and run_sh must be given."""
+    properties = request["properties"]
+    names = sorted(settings.catalog())
+    properties["environment"]["anyOf"] = (
+        [{"type": "string", "enum": names}] if names else []) + [{"type": "null"}]
+    tests = next(option for option in properties["tests"]["anyOf"]
+                 if option.get("type") == "array")
+    tests["maxItems"] = settings.judging.max_tests
+    prefixes = settings.callbacks.allowed_prefixes
+    properties["callback_url"]["anyOf"] = ([{
+        "type": "string", "maxLength": 2000,
+        "pattern": "^(?:" + "|".join(re.escape(prefix) for prefix in prefixes) + ")",
+    }] if prefixes else []) + [{"type": "null"}]
+
+    def given(name: str) -> dict[str, Any]:
+        return {"required": [name], "properties": {name: {"type": "string"}}}
+
+    request["allOf"] = [
+        {"oneOf": [given("shell_nix"), given("environment")]},
+        {"anyOf": [given("run_sh"), given("environment")]},
+    ]
+
+
 class _Builder:
     def __init__(self, settings: Settings) -> None:
         refs, top = models_json_schema(_MODELS, ref_template=REF_TEMPLATE)
         self.refs = {model: refs[(model, mode)] for model, mode in _MODELS}
         self.schemas: dict[str, Any] = top["$defs"]
         _within_maxima(self.schemas, settings.limits_max)
+        _server_rules(self.schemas["SubmissionRequest"], settings)
         self.query: dict[type[BaseModel], list[dict[str, Any]]] = {}
         for model in _QUERY_MODELS:
             name = self.refs[model]["$ref"].rsplit("/", 1)[1]
@@ -187,6 +221,9 @@ def build_openapi(settings: Settings | None = None) -> dict[str, Any]:
                      "schema": {"type": "string"}}
     stage = {"name": "stage", "in": "path", "required": True,
              "schema": {"type": "string", "enum": list(STAGES)}}
+    case_index = {"name": "index", "in": "path", "required": True,
+                  "schema": {"type": "integer", "minimum": 0},
+                  "description": "The case's place in the request's tests, from 0"}
     location = {"Location": {"description": "Where to look the submission up",
                              "schema": {"type": "string"}}}
     ended, pending = "The submission, which has ended", "The submission, still under way"
@@ -234,6 +271,12 @@ def build_openapi(settings: Settings | None = None) -> dict[str, Any]:
                 path=(submission_id, stage), body=StageReport,
                 answers={200: (Submission, "The submission")}, errors=(409,)),
         },
+        "/v1/leases/{submission_id}/cases/{index}": {
+            "put": b.operation(
+                "reportCase", "Record one test case's result", role="worker",
+                path=(submission_id, case_index), body=CaseReport,
+                answers={200: (Submission, "The submission")}, errors=(404, 409)),
+        },
         "/v1/leases/{submission_id}/complete": {
             "post": b.operation(
                 "completeLease", "End the leased job", role="worker", path=lease_path,
@@ -261,6 +304,20 @@ def build_openapi(settings: Settings | None = None) -> dict[str, Any]:
                     "responses": {"200": {"description": "Prometheus text format",
                                           "content": {"text/plain": {
                                               "schema": {"type": "string"}}}}}},
+        },
+        "/v1/environments": {
+            "get": b.operation(
+                "listEnvironments", "The catalog of named environments, and which are built",
+                role="submitter", answers={200: (EnvironmentList, "Every catalog entry")}),
+        },
+        "/v1/environments/{name}": {
+            "put": b.operation(
+                "publishEnvironment", "A cache builder's word that it built an entry",
+                role="worker", body=EnvironmentPublication,
+                path=({"name": "name", "in": "path", "required": True,
+                       "schema": {"type": "string", "pattern": f"^{CATALOG_NAME.pattern}$"},
+                       "description": "The catalog entry's own name (not an alias)"},),
+                answers={204: (None, "Recorded")}, errors=(404,)),
         },
     }
     return {

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from nixjail.models import (
+    CaseResult,
     Environment,
     NoNulText,
     StageResult,
@@ -141,6 +142,13 @@ class StageReport(BaseModel):
     result: StageResult
 
 
+class CaseReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: Token
+    result: CaseResult
+
+
 class LeaseCompletion(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -192,3 +200,16 @@ __all__ = [
     "StageReport",
     "WaitQuery",
 ]
+
+
+# -- the environments catalog (GET /v1/environments) --------------------------
+
+
+class EnvironmentPublication(BaseModel):
+    """PUT /v1/environments/{name}: a remote cache builder's word that it built `name`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    environment: Environment
+    shell_nix_sha256: str = Field(pattern=r"^[0-9a-f]{64}$",
+                                  description="SHA-256 of the shell.nix it built")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from enum import IntEnum
 
-from nixjail.models import StageStatus, Submission, SubmissionStatus
+from nixjail.models import StageStatus, Submission, SubmissionStatus, Verdict
 
 
 class ExitCode(IntEnum):
@@ -27,6 +27,7 @@ class ExitCode(IntEnum):
     OUTPUT_LIMIT = 69
     ERROR = 70
     CANCELLED = 71
+    NOT_ACCEPTED = 72
     GAVE_UP = 75
 
 
@@ -54,6 +55,7 @@ exit codes:
   70      error: nixjail failed (the submission ended error, or the API
           answered 5xx)
   71      cancelled
+  72      done: a test case was not accepted (the case table says which)
   75      gave up: not ended when waiting stopped (--timeout, --wait, Ctrl-C)
           or the API was unreachable; the submission goes on, follow it with
           `nixjail status ID`
@@ -99,6 +101,9 @@ def for_submission(submission: Submission, *, program_exit_code: bool = True) ->
                 StageStatus.ok, StageStatus.skipped):
             return ExitCode.ENVIRONMENT_FAILED
         return ExitCode.COMPILE_FAILED
+    if submission.judgement is not None:
+        accepted = submission.judgement.verdict is Verdict.accepted
+        return 0 if accepted else ExitCode.NOT_ACCEPTED
     run = submission.stages.run
     if run is None:
         return ExitCode.ERROR  # done without a run result: the record is broken

@@ -1,11 +1,15 @@
 """`nixjail submit DIR`: send a directory as a submission and show its result.
 
 DIR holds `shell.nix`, `run.sh`, optionally `compile.sh`, and any other files
-the program needs (hidden ones only with `--include-hidden`). By default the
-command waits for the submission to end, prints the run stage's stdout and
-stderr as its own, a summary of the stages on stderr, and exits with the code
-`exit_codes.for_submission` gives: the program's own for a program that
-exited, one of nixjail's for every other outcome.
+the program needs (hidden ones only with `--include-hidden`); with
+`--environment NAME` the catalog's environment stands in for `shell.nix` (and
+for the scripts DIR leaves out). A `tests/` folder of `NAME.in`/`NAME.out`
+pairs makes test cases, judged by `--checker` or by DIR's `check.sh`. By
+default the command waits for the submission to end, prints the run stage's
+stdout and stderr as its own (or, with tests, a table of the cases), a summary
+of the stages on stderr, and exits with the code `exit_codes.for_submission`
+gives: the program's own for a program that exited, one of nixjail's for
+every other outcome.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from nixjail.errors import ApiError, InvalidInput, NixjailError
 from nixjail.models import (
     LIMIT_FIELDS,
     STAGES,
+    CaseResult,
+    CheckerKind,
     FileContent,
     FileEncoding,
     StageResult,
@@ -47,7 +53,8 @@ from nixjail.models import (
     SubmissionStatus,
 )
 
-SCRIPTS = ("shell.nix", "compile.sh", "run.sh")
+SCRIPTS = ("shell.nix", "compile.sh", "run.sh", "check.sh")
+TESTS_DIR = "tests"
 # The API's default body limit: larger never gets through, so say so before
 # uploading it. Counted as sent, i.e. after base64 for binary files.
 MAX_FILES_BYTES = 8 * 1024 * 1024
@@ -89,6 +96,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--stdin", metavar="FILE",
                         help="file given to run.sh on its standard input ('-' for this "
                         "command's own standard input)")
+    parser.add_argument("--environment", metavar="NAME",
+                        help="use the server's catalog environment NAME (nixjail "
+                        "environments lists them) instead of DIR's shell.nix")
+    parser.add_argument("--arg", metavar="ARG", action="append", default=[], dest="args",
+                        help="an argument for run.sh ($1, $2, ... in order); repeatable")
+    judging = parser.add_argument_group(
+        "test cases", f"DIR/{TESTS_DIR}/NAME.in and NAME.out pairs are sent as test cases "
+        "(not as files): compile.sh runs once, run.sh once per case.")
+    judging.add_argument("--checker", choices=[k.value for k in CheckerKind
+                                               if k is not CheckerKind.custom],
+                         help="how output is compared (default: lines; DIR's check.sh "
+                         "makes a custom checker)")
+    judging.add_argument("--stop-on-failure", action="store_true",
+                         help="skip the cases after the first that is not accepted")
     limits = parser.add_argument_group(
         "limits", "The flags below apply to the run stage; server defaults fill in the rest.")
     for flag, field, metavar, what in RUN_LIMIT_FLAGS:
@@ -218,10 +239,24 @@ def read_directory(directory: Path, *, include_hidden: bool = False,
                 raise SubmissionDirError(
                     f"the files of {directory} add up to more than {_mib(max_bytes)}, "
                     "the most a submission carries")
-    for required in ("shell.nix", "run.sh"):
-        if required not in scripts:
-            raise SubmissionDirError(f"{directory} has no {required}")
     return DirectoryContents(scripts, files, sorted(hidden))
+
+
+def split_tests(files: dict[str, Any], directory: Path) -> list[dict[str, Any]]:
+    """Take `tests/NAME.in` and `tests/NAME.out` out of `files` as test cases,
+    in the order of their names; a lone `.in` has no expected output (it is
+    then judged by its run alone), a lone `.out` reads empty input."""
+    names: dict[str, dict[str, Any]] = {}
+    for path in [p for p in files if p.startswith(f"{TESTS_DIR}/")]:
+        name, dot, suffix = path.removeprefix(f"{TESTS_DIR}/").rpartition(".")
+        if not dot or "/" in name or suffix not in ("in", "out"):
+            continue  # anything else under tests/ is an ordinary file
+        case = names.setdefault(name, {"name": name})
+        case["stdin" if suffix == "in" else "expected_output"] = files.pop(path)
+    if len(names) == 0 and any(p.startswith(f"{TESTS_DIR}/") for p in files):
+        print(f"nixjail: {directory}/{TESTS_DIR} holds no NAME.in or NAME.out: it is sent "
+              "as ordinary files", file=sys.stderr)
+    return [names[name] for name in sorted(names)]
 
 
 def _shown(directory: Path, root: Path, path: Path) -> str:
@@ -237,17 +272,14 @@ def _inside(root: Path, link: Path, directory: Path) -> Path:
     return target
 
 
-def _read_stdin(name: str | None) -> str:
+def _read_stdin(name: str | None) -> str | FileContent:
     if name is None:
         return ""
     try:
         data = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
     except OSError as exc:
         raise InvalidInput("--stdin", f"cannot read {name}: {exc.strerror}") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidInput("--stdin", f"{name} is not UTF-8 text") from None
+    return _encode(data)
 
 
 def _limits(args: argparse.Namespace) -> dict[str, dict[str, str]]:
@@ -268,15 +300,31 @@ def build_request(args: argparse.Namespace) -> SubmissionRequest:
         print(f"nixjail: left out {len(hidden)} hidden "
               f"{'entry' if len(hidden) == 1 else 'entries'} of {args.directory} "
               f"(--include-hidden sends them): {', '.join(hidden)}", file=sys.stderr)
-    data = {
-        "shell_nix": scripts["shell.nix"],
-        "run_sh": scripts["run.sh"],
+    environment = getattr(args, "environment", None)
+    for name in ("shell.nix", "run.sh") if environment is None else ():
+        if name not in scripts:
+            raise SubmissionDirError(f"{args.directory} has no {name} (or give --environment)")
+    tests = split_tests(files, args.directory)
+    data: dict[str, Any] = {
+        "run_sh": scripts.get("run.sh"),
         "compile_sh": scripts.get("compile.sh"),
         "files": files,
         "stdin": _read_stdin(args.stdin),
+        "args": getattr(args, "args", []),
         "limits": _limits(args),
         "cache": not args.no_cache,
     }
+    if environment is None:
+        data["shell_nix"] = scripts["shell.nix"]
+    else:
+        data["environment"] = environment
+    if "check.sh" in scripts:
+        data["checker"] = {"kind": "custom", "check_sh": scripts["check.sh"]}
+    elif getattr(args, "checker", None):
+        data["checker"] = {"kind": args.checker}
+    if tests:
+        data["tests"] = tests
+        data["stop_on_failure"] = getattr(args, "stop_on_failure", False)
     try:
         return SubmissionRequest.model_validate(data)
     except ValidationError as exc:
@@ -366,13 +414,51 @@ def summary(submission: Submission) -> str:
     return "\n".join([*lines, ending])
 
 
+def case_table(cases: list[CaseResult | None]) -> str:
+    """One row per test case: its name, verdict, times and the checker's message."""
+    rows = [("case", "verdict", "status", "wall", "cpu", "memory", "message")]
+    for index, case in enumerate(cases):
+        if case is None:
+            rows.append((str(index), "-", "", "", "", "", ""))
+            continue
+        message = case.message.strip().splitlines()[0] if case.message.strip() else ""
+        rows.append((case.name or str(index), str(case.verdict), str(case.status),
+                     f"{case.wall_time_ms} ms", f"{case.cpu_time_ms} ms",
+                     f"{case.memory_kib} KiB", message[:80]))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in
+                               zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def _write_output(content: str, encoding: FileEncoding, out: TextIO) -> None:
+    """An output as the program wrote it: base64 goes out as its bytes."""
+    if encoding is not FileEncoding.base64:
+        out.write(content)
+        return
+    out.flush()
+    data = base64.b64decode(content)
+    if hasattr(out, "buffer"):
+        out.buffer.write(data)
+        out.buffer.flush()
+    else:
+        out.write(data.decode("utf-8", errors="replace"))
+
+
 def show_result(submission: Submission, stdout: TextIO, stderr: TextIO) -> None:
-    """The program's own output, what failed if something did, then the summary."""
+    """The program's own output (or the table of its test cases), what failed
+    if something did, then the summary."""
     run_result = submission.stages.run
-    if run_result is not None:
-        stdout.write(run_result.stdout)
+    if submission.tests is not None:
+        print(case_table(submission.tests), file=stdout)
+        if submission.judgement is not None:
+            judged = submission.judgement
+            print(f"verdict: {judged.verdict} ({judged.passed} of {judged.total} accepted)",
+                  file=stdout)
         stdout.flush()
-        stderr.write(run_result.stderr)
+    if run_result is not None:
+        _write_output(run_result.stdout, run_result.stdout_encoding, stdout)
+        stdout.flush()
+        _write_output(run_result.stderr, run_result.stderr_encoding, stderr)
         if run_result.stdout_truncated or run_result.stderr_truncated:
             print("nixjail: the program's output was cut at its output limit", file=stderr)
     for stage in ("dependencies", "compile"):

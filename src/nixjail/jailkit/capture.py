@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import codecs
 import re
 
@@ -22,6 +23,22 @@ def is_binary(data: bytes, *, cut: bool = False) -> bool:
     return _CONTROL.search(text) is not None
 
 
+def encode_output(data: bytes, *, cut: bool = False,
+                  force_base64: bool = False) -> tuple[str, str]:
+    """(text, encoding) for a result: UTF-8 text as it is, anything else
+    (or everything, when asked) as base64, so no byte is ever replaced.
+
+    `cut`: a character split by the cap at the end is dropped, not a reason for base64.
+    """
+    if not force_base64:
+        decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        try:
+            return decoder.decode(data, final=not cut), "utf-8"
+        except UnicodeDecodeError:
+            pass
+    return base64.b64encode(data).decode(), "base64"
+
+
 class Capture:
     """One output stream, kept up to `cap` bytes."""
 
@@ -40,6 +57,22 @@ class Capture:
 
     def text(self) -> str:
         return self.data.decode("utf-8", "replace")
+
+    def encoded(self, *, force_base64: bool = False, note: bytes = b"") -> tuple[str, str]:
+        """What was kept, and nixjail's `note` after it, as (text, encoding)."""
+        data = bytes(self.data)
+        if self.truncated and note:
+            # The cap may have split a character: drop its start, so that text
+            # with a note after it is still text.
+            decoder = codecs.getincrementaldecoder("utf-8")("strict")
+            try:
+                decoder.decode(data)
+                pending = len(decoder.getstate()[0])
+                data = data[:len(data) - pending]
+            except UnicodeDecodeError:
+                pass
+        return encode_output(data + note, cut=self.truncated and not note,
+                             force_base64=force_base64)
 
     @property
     def binary(self) -> bool:

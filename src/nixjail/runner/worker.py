@@ -27,6 +27,7 @@ from nixjail.errors import LeaseLost, NixjailError
 from nixjail.leasing import LeaseKeeper
 from nixjail.models import (
     STAGES,
+    CaseResult,
     Environment,
     ResolvedLimits,
     ResolvedStageLimits,
@@ -48,7 +49,8 @@ DEADLINE_SLACK_S = 30
 
 
 def container_job(submission: Submission, limits: ResolvedStageLimits,
-                  nixpkgs_in_container: str | None) -> dict:
+                  nixpkgs_in_container: str | None, *,
+                  max_output_file_bytes: int = 1 << 20) -> dict:
     """The job container init reads on its stdin (docs/container-init.md)."""
     request = submission.request
     # Container init takes a file as the API does: text, or content and encoding.
@@ -60,20 +62,36 @@ def container_job(submission: Submission, limits: ResolvedStageLimits,
         environment = {"kind": "build", "shell_nix": request.shell_nix,
                        "nix_path": f"nixpkgs={nixpkgs_in_container}" if nixpkgs_in_container
                        else ""}
+    job = request.model_dump(mode="json", include={
+        "compile_sh", "run_sh", "stdin", "args", "stop_on_failure", "output_encoding",
+        "output_files"})
+    tests = None
+    if request.tests is not None and submission.case_limits is not None:
+        tests = [{**case.model_dump(mode="json", exclude={"limits", "checker"}),
+                  "args": request.args if case.args is None else case.args,
+                  "limits": case_limits.model_dump(mode="json"),
+                  "checker": (case.checker or request.checker).model_dump(mode="json")}
+                 for case, case_limits in zip(request.tests, submission.case_limits,
+                                              strict=True)]
     return {
+        **job,
         "files": files,
-        "compile_sh": request.compile_sh,
-        "run_sh": request.run_sh,
-        "stdin": request.stdin,
+        "tests": tests,
         "limits": limits.model_dump(mode="json"),
         "environment": environment,
-        "deadline_s": overall_deadline_s(limits),
+        "deadline_s": overall_deadline_s(limits, submission.case_limits),
         "handshake": True,
+        "max_output_file_bytes": max_output_file_bytes,
     }
 
 
-def overall_deadline_s(limits: ResolvedStageLimits) -> float:
-    return sum(getattr(limits, stage).wall_time_s for stage in STAGES) + DEADLINE_SLACK_S
+def overall_deadline_s(limits: ResolvedStageLimits,
+                       case_limits: list[ResolvedLimits] | None = None) -> float:
+    """Every stage at its wall time; with tests, every case and its checker at theirs."""
+    stages = [stage for stage in STAGES if not (stage == "run" and case_limits is not None)]
+    cases = sum(2 * case.wall_time_s for case in case_limits or [])
+    return sum(getattr(limits, stage).wall_time_s for stage in stages) + cases \
+        + DEADLINE_SLACK_S
 
 
 def run_submission(source: LeaseSource, docker_client: docker.DockerClient,
@@ -120,8 +138,9 @@ def run_submission(source: LeaseSource, docker_client: docker.DockerClient,
             raise RunnerStopping("the runner stopped")
         channel = nj_docker.InitChannel(container)
         container.start()
-        channel.send(container_job(submission, limits,
-                                   NIXPKGS_IN_CONTAINER if config.nixpkgs else None))
+        channel.send(container_job(
+            submission, limits, NIXPKGS_IN_CONTAINER if config.nixpkgs else None,
+            max_output_file_bytes=settings.judging.max_output_file_bytes))
         error = _follow(channel, source, keeper, limits, spec)
         if error is None and not keeper.lost.is_set():
             status = container.wait(timeout=30)
@@ -279,6 +298,14 @@ def _follow(channel: nj_docker.InitChannel, source: LeaseSource, keeper: LeaseKe
                 return f"container init reported a malformed stage result: {exc}"
             source.report_stage(keeper.lease, event["stage"], result)
             reported.add(event["stage"])
+        elif kind == "case_finished":
+            try:
+                case = CaseResult.model_validate(event["result"])
+                index = int(event["index"])
+            except (ValidationError, KeyError, TypeError, ValueError) as exc:
+                return f"container init reported a malformed case result: {exc}"
+            source.report_case(keeper.lease, index, case)
+            reported.add("run")
         elif kind == "init_failed":
             return f"container init failed: {event.get('error', 'no reason given')}"
         elif kind == "finished":
