@@ -213,6 +213,80 @@ in
       '';
     };
 
+    environments = lib.mkOption {
+      description = ''
+        The catalog of named environments (GET /v1/environments): a submission
+        that says `"environment": NAME` gets the entry's shell.nix, and its
+        compile and run scripts when it gives none. The cache builder builds
+        every entry when it starts and keeps it from `nixjail gc`. Rendered
+        into the settings' `environments`.
+      '';
+      default = { };
+      example = lib.literalExpression ''
+        {
+          gcc = {
+            version = "13";
+            aliases = [ "c" ];
+            shellNix = "{ pkgs ? import <nixpkgs> {} }: pkgs.mkShell { packages = [ pkgs.gcc ]; }";
+            mainFile = "main.c";
+            compileSh = "gcc -O2 -o main main.c";
+            runSh = "./main";
+          };
+        }
+      '';
+      type = lib.types.attrsOf (
+        lib.types.submodule {
+          options = {
+            version = lib.mkOption {
+              type = lib.types.str;
+              default = "";
+              description = "The toolchain's version, as listed.";
+            };
+            description = lib.mkOption {
+              type = lib.types.str;
+              default = "";
+              description = "What the environment is, as listed.";
+            };
+            aliases = lib.mkOption {
+              type = lib.types.listOf lib.types.str;
+              default = [ ];
+              description = "Other names a submission may use for it.";
+            };
+            shellNix = lib.mkOption {
+              type = lib.types.nullOr lib.types.lines;
+              default = null;
+              description = "The shell.nix, as text (give this or `shellNixFile`).";
+            };
+            shellNixFile = lib.mkOption {
+              type = lib.types.nullOr lib.types.path;
+              default = null;
+              description = "A file holding the shell.nix (a Nix path is copied into the store).";
+            };
+            mainFile = lib.mkOption {
+              type = lib.types.str;
+              default = "main";
+              description = "The name a lone source file takes.";
+            };
+            compileSh = lib.mkOption {
+              type = lib.types.nullOr lib.types.lines;
+              default = null;
+              description = "The compile script a submission gets when it gives none.";
+            };
+            runSh = lib.mkOption {
+              type = lib.types.lines;
+              description = "The run script a submission gets when it gives none.";
+            };
+          };
+        }
+      );
+    };
+
+    callbacks.secretFile = secretFile ''
+      The key that signs each callback (HMAC-SHA256), readable by root only: it
+      reaches the API with LoadCredential, and the settings'
+      `callbacks.secret_file` names the API's copy.
+    '';
+
     gc.enable = lib.mkOption {
       type = lib.types.bool;
       default = cfg.api.enable;
@@ -300,6 +374,40 @@ in
         };
         users.groups.nixjail = { };
       }
+
+      # The catalog and the callbacks' key.
+      {
+        assertions = lib.mapAttrsToList (name: entry: {
+          assertion = (entry.shellNix == null) != (entry.shellNixFile == null);
+          message = "services.nixjail.environments.${name} needs shellNix or shellNixFile, exactly one.";
+        }) cfg.environments;
+        services.nixjail.settings = {
+          environments = lib.mkIf (cfg.environments != { }) (
+            lib.mapAttrsToList (
+              name: entry:
+              {
+                inherit name;
+                inherit (entry) version description aliases;
+                main_file = entry.mainFile;
+                run_sh = entry.runSh;
+              }
+              # TOML has no null: what is not given is left out.
+              // lib.optionalAttrs (entry.shellNix != null) { shell_nix = entry.shellNix; }
+              // lib.optionalAttrs (entry.shellNixFile != null) { shell_nix_file = "${entry.shellNixFile}"; }
+              // lib.optionalAttrs (entry.compileSh != null) { compile_sh = entry.compileSh; }
+            ) cfg.environments
+          );
+          callbacks.secret_file = lib.mkIf (cfg.callbacks.secretFile != null) (
+            credential "nixjail-api" "callback-secret"
+          );
+        };
+      }
+
+      (lib.mkIf (cfg.api.enable && cfg.callbacks.secretFile != null) {
+        systemd.services.nixjail-api.serviceConfig.LoadCredential = [
+          "callback-secret:${cfg.callbacks.secretFile}"
+        ];
+      })
 
       (lib.mkIf cfg.api.enable {
         systemd.sockets.nixjail-api = {

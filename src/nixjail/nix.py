@@ -382,6 +382,11 @@ def root_target(root: Path) -> str | None:
     return target if STORE_PATH_RE.match(target) else None
 
 
+# The cache builder's roots of catalog environments, under its roots_dir: the
+# catalog is always offered, so `nixjail gc` never ages these out.
+CATALOG_ROOTS = "catalog"
+
+
 @dataclass
 class GcReport:
     removed_roots: list[Path] = field(default_factory=list)
@@ -395,7 +400,7 @@ _FREED_RE = re.compile(r"(\d+) store paths deleted, ([\d.]+) MiB freed")
 
 def collect_garbage(store: str, *, roots_dir: Path, max_root_age_s: float | None,
                     max_freed_bytes: int | None = None, now: float | None = None,
-                    timeout_s: float = 3600) -> GcReport:
+                    timeout_s: float = 3600, keep_dirs: tuple[Path, ...] = ()) -> GcReport:
     """Drop nixjail's roots older than `max_root_age_s`, then collect `store`'s garbage.
 
     Every symlink under `roots_dir` (recursively) is a root; its age is the
@@ -403,6 +408,7 @@ def collect_garbage(store: str, *, roots_dir: Path, max_root_age_s: float | None
     young. Roots younger than the bound stay, and with them everything they
     reach; so do the roots of everything else on the host. `max_root_age_s`
     None removes no root; `max_freed_bytes` stops the collection early.
+    Roots under `keep_dirs` (the catalog's) are never aged out.
     """
     now = time.time() if now is None else now
     report = GcReport()
@@ -414,7 +420,8 @@ def collect_garbage(store: str, *, roots_dir: Path, max_root_age_s: float | None
                 age = now - root.lstat().st_mtime
             except FileNotFoundError:
                 continue
-            if max_root_age_s is not None and age > max_root_age_s:
+            kept = any(root.is_relative_to(directory) for directory in keep_dirs)
+            if max_root_age_s is not None and age > max_root_age_s and not kept:
                 remove_gc_root(root)
                 report.removed_roots.append(root)
             else:

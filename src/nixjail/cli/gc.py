@@ -7,6 +7,8 @@ are deleted from the spool, records and all.
 Roots are symlinks under `gc.roots_dir` (the cache builder's environments, the
 runner's running submissions). A root not re-added for `gc.root_max_age_s` is
 removed; younger roots, and every root outside nixjail, keep what they reach.
+The roots of catalog environments (`cache_builder.roots_dir/catalog/`) are
+never aged out: the cache builder replaces them when the catalog changes.
 Run it from a timer.
 """
 
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     max_freed = args.max_freed if args.max_freed is not None else settings.max_freed_mib
     report = nix.collect_garbage(
         settings.store, roots_dir=settings.roots_dir, max_root_age_s=max_age,
-        max_freed_bytes=max_freed * 1024 * 1024 if max_freed is not None else None)
+        max_freed_bytes=max_freed * 1024 * 1024 if max_freed is not None else None,
+        keep_dirs=(everything.cache_builder.roots_dir / nix.CATALOG_ROOTS,))
     for root in report.removed_roots:
         print(f"removed the root {root}")
     print(f"kept {report.kept_roots} roots; deleted {report.deleted_paths} store paths, "

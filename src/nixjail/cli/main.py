@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("nixjail.cli.status", "show a submission's result or progress"),
     "cancel": ("nixjail.cli.cancel", "cancel a submission that has not ended"),
     "list": ("nixjail.cli.list", "list submissions, newest first"),
+    "environments": ("nixjail.cli.environments", "list the server's named environments"),
     "api": ("nixjail.cli.api", "serve the HTTP API"),
     "runner": ("nixjail.cli.runner", "lease submissions and run them in containers"),
     "cache-builder": ("nixjail.cli.cache_builder", "build and cache submission environments"),
