@@ -40,6 +40,7 @@ from nixjail import holders
 from nixjail.api.app import create_app
 from nixjail.api.schemas import PartHealth
 from nixjail.api.server import ApiServer, bind
+from nixjail.callbacks import sender_for
 from nixjail.expiry import delete_old_submissions, expire_pass
 from nixjail.settings import Settings
 from nixjail.spool import Spool
@@ -229,7 +230,8 @@ class Supervisor:
         self._api_stopped = threading.Event()
         sock = bind(listen or settings.api.listen)
         self.server = ApiServer(create_app(self.spool, settings, parts=self.health),
-                                [sock], settings)
+                                [sock], settings,
+                                callbacks=sender_for(self.spool, settings.callbacks))
 
     @property
     def url(self) -> str:

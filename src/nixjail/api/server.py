@@ -18,6 +18,7 @@ from waitress.server import BaseWSGIServer
 
 from nixjail import systemd
 from nixjail.api.app import create_app
+from nixjail.callbacks import CallbackSender, sender_for
 from nixjail.errors import InvalidInput
 from nixjail.settings import Settings
 from nixjail.spool import Spool
@@ -47,7 +48,9 @@ class ApiServer:
     """waitress around the app, stoppable from a signal handler or another thread."""
 
     def __init__(self, app: falcon.App, sockets: Sequence[socket.socket],
-                 settings: Settings) -> None:
+                 settings: Settings, *, callbacks: CallbackSender | None = None) -> None:
+        # The API process sends the callbacks of the spool it serves.
+        self.callbacks = callbacks
         self._map: dict[int, wasyncore.dispatcher] = {}
         self._stop = threading.Event()
         # waitress reads a whole body before the app sees it, so a body over
@@ -73,11 +76,15 @@ class ApiServer:
             wasyncore.loop(timeout=timeout, map=self._map,
                            use_poll=adj.asyncore_use_poll, count=1)
 
+        if self.callbacks is not None:
+            self.callbacks.start()
         try:
             while not self._stop.is_set() and self._map:
                 turn()
             self._drain(turn)
         finally:
+            if self.callbacks is not None:
+                self.callbacks.stop()
             self._server.task_dispatcher.shutdown(timeout=1)
             wasyncore.close_all(self._map)
 
@@ -117,7 +124,8 @@ def _describe(sock: socket.socket) -> str:
 def serve(settings: Settings, spool: Spool, *, listen: str | None = None) -> int:
     """Serve until SIGTERM or SIGINT; speaks sd_notify when systemd runs it."""
     sockets = systemd.listen_fds() or [bind(listen or settings.api.listen)]
-    server = ApiServer(create_app(spool, settings), sockets, settings)
+    server = ApiServer(create_app(spool, settings), sockets, settings,
+                       callbacks=sender_for(spool, settings.callbacks))
 
     def stop(signum: int, frame: FrameType | None) -> None:
         systemd.notify("STOPPING=1")

@@ -1,0 +1,135 @@
+"""The callback sender against a real spool and a loopback HTTP receiver."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from nixjail.callbacks import CallbackSender, signature
+from nixjail.models import StageResult, StageStatus, SubmissionRequest
+from nixjail.settings import CallbackSettings
+from nixjail.spool import Queue, Spool
+
+
+class Receiver:
+    """Answers each POST with the next status of `answers` (then 200)."""
+
+    def __init__(self, answers: list[int]) -> None:
+        self.answers = list(answers)
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.arrived = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with receiver.arrived:
+                    receiver.requests.append((self.path, dict(self.headers), body))
+                    status = receiver.answers.pop(0) if receiver.answers else 200
+                    receiver.arrived.notify_all()
+                self.send_response(status)
+                if status in (301, 302, 307):
+                    self.send_header("Location", "/elsewhere")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, count: int, timeout_s: float = 10) -> list:
+        with self.arrived:
+            self.arrived.wait_for(lambda: len(self.requests) >= count, timeout=timeout_s)
+            return list(self.requests)
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    return Spool(tmp_path / "spool", tmp_path / "run", dependency_jobs=False)
+
+
+def ended(spool: Spool, url: str) -> str:
+    """A submission with a callback, taken through its run to `done`."""
+    submission = spool.create(SubmissionRequest(shell_nix="x", run_sh="y", callback_url=url))
+    lease = spool.lease(Queue.run, "test")
+    assert lease is not None
+    spool.report_stage(lease, "run", StageResult(status=StageStatus.ok, exit_code=0))
+    spool.complete(lease)
+    return submission.id
+
+
+def sending(spool: Spool, settings: CallbackSettings) -> Iterator[CallbackSender]:
+    sender = CallbackSender(spool, settings)
+    sender.start()
+    try:
+        yield sender
+    finally:
+        sender.stop()
+        sender.join(timeout=5)
+        assert not sender.is_alive()
+
+
+def settings_for(receiver: Receiver, tmp_path: Path, **options: object) -> CallbackSettings:
+    (tmp_path / "key").write_text("s3cret\n")
+    return CallbackSettings(allowed_prefixes=[receiver.url], secret_file=tmp_path / "key",
+                            backoff_s=0.05, **options)
+
+
+def test_the_end_writes_the_outbox_and_a_2xx_empties_it(spool: Spool, tmp_path: Path) -> None:
+    receiver = Receiver([])
+    submission_id = ended(spool, receiver.url)
+    assert (spool.callbacks_dir / submission_id).is_file()
+    for _ in sending(spool, settings_for(receiver, tmp_path)):
+        (path, headers, body) = receiver.wait_for(1)[0]
+        assert path == "/hook"
+        assert headers["X-Nixjail-Signature"] == signature(
+            b"s3cret", headers["X-Nixjail-Timestamp"], body)
+        assert headers["X-Nixjail-Submission"] == submission_id
+        summary = json.loads(body)
+        assert (summary["id"], summary["status"]) == (submission_id, "done")
+    assert not (spool.callbacks_dir / submission_id).exists()
+
+
+def test_a_submission_without_callback_url_has_no_entry(spool: Spool) -> None:
+    submission = spool.create(SubmissionRequest(shell_nix="x", run_sh="y"))
+    spool.cancel(submission.id)
+    assert [p.name for p in spool.callbacks_dir.iterdir() if p.is_file()] == []
+
+
+def test_a_500_is_tried_again_and_a_redirect_is_not_followed(spool: Spool,
+                                                             tmp_path: Path) -> None:
+    receiver = Receiver([500, 302])
+    submission_id = ended(spool, receiver.url)
+    for _ in sending(spool, settings_for(receiver, tmp_path)):
+        requests = receiver.wait_for(3)
+    assert [path for path, _, _ in requests] == ["/hook"] * 3  # never /elsewhere
+    assert not (spool.callbacks_dir / submission_id).exists()
+
+
+def test_after_every_attempt_failed_the_entry_moves_to_failed(spool: Spool,
+                                                              tmp_path: Path) -> None:
+    receiver = Receiver([503] * 10)
+    submission_id = ended(spool, receiver.url)
+    failed = spool.failed_callbacks_dir / submission_id
+    for _ in sending(spool, settings_for(receiver, tmp_path, attempts=3)):
+        receiver.wait_for(3)
+    # The sender finishes the try under way before it stops: the third answer moved it.
+    assert failed.exists()
+    assert len(receiver.requests) == 3
+    assert not (spool.callbacks_dir / submission_id).exists()
+
+
+def test_an_entry_left_by_an_earlier_process_is_sent(spool: Spool, tmp_path: Path) -> None:
+    receiver = Receiver([])
+    submission_id = ended(spool, receiver.url)  # no sender ran: as if the API had crashed
+    restarted = Spool(spool.spool_dir, spool.run_dir, dependency_jobs=False)
+    for _ in sending(restarted, settings_for(receiver, tmp_path)):
+        assert json.loads(receiver.wait_for(1)[0][2])["id"] == submission_id
