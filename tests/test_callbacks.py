@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -133,3 +134,10 @@ def test_an_entry_left_by_an_earlier_process_is_sent(spool: Spool, tmp_path: Pat
     restarted = Spool(spool.spool_dir, spool.run_dir, dependency_jobs=False)
     for _ in sending(restarted, settings_for(receiver, tmp_path)):
         assert json.loads(receiver.wait_for(1)[0][2])["id"] == submission_id
+
+
+def test_deleting_an_old_submission_drops_its_owed_callback(spool: Spool) -> None:
+    submission_id = ended(spool, "http://127.0.0.1:9/hook")
+    (spool.callbacks_dir / submission_id).rename(spool.failed_callbacks_dir / submission_id)
+    assert spool.delete_ended(3600, now=time.time() + 7200) == [submission_id]
+    assert not (spool.failed_callbacks_dir / submission_id).exists()

@@ -330,6 +330,10 @@ class Spool:
                         os.unlink(self._record_path(submission_id))
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(self._ended_dir(status) / submission_id)
+                    # A callback still owed goes too: it would tell of nothing.
+                    for outbox in (self.callbacks_dir, self.failed_callbacks_dir):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(outbox / submission_id)
                     if submission is not None and submission.owner is not None:
                         with contextlib.suppress(FileNotFoundError):
                             os.unlink(self._owned_path(submission.owner, submission_id))
