@@ -244,15 +244,17 @@ class Spool:
             was_ended = submission.status.ended
             outcome = change(submission)
             submission.updated_at = utcnow()
+            ending = submission.status.ended and not was_ended
+            if ending and submission.request.callback_url is not None:
+                # The outbox entry, the promise of a callback, goes before the
+                # record that ends it, so a crash in between cannot lose it;
+                # `owed_callback` drops one whose record did not end.
+                atomic_write(self.callbacks_dir / submission.id, b"")
             self._write(submission)
             if then is not None:
                 then(submission, outcome)
-            if submission.status.ended and not was_ended:
+            if ending:
                 atomic_write(self._ended_dir(submission.status) / submission.id, b"")
-                if submission.request.callback_url is not None:
-                    # The outbox entry is the promise of a callback: written
-                    # with the end, under the lock, so no ending loses it.
-                    atomic_write(self.callbacks_dir / submission.id, b"")
                 for q in Queue:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(self._queued_dir(q) / submission.id)
@@ -666,6 +668,39 @@ class Spool:
             except (FileNotFoundError, ValidationError):
                 continue  # removed meanwhile, or not written by nixjail
         return published
+
+    # -- callbacks (sent by nixjail.callbacks) ------------------------------
+
+    def callbacks_due(self) -> list[str]:
+        """The ids in the callback outbox, oldest first."""
+        return [name for name in _names(self.callbacks_dir)
+                if (self.callbacks_dir / name).is_file()]
+
+    def owed_callback(self, submission_id: str) -> Submission | None:
+        """The ended submission whose callback the outbox entry promises, or
+        None after dropping an entry that promises nothing: its submission is
+        gone, or did not end (a crash between the entry and the record; the
+        end writes it again). Under the lock, so never one mid-change."""
+        with self._locked():
+            try:
+                submission = self.get(submission_id)
+            except NotFound:
+                submission = None
+            if submission is None or not submission.status.ended:
+                self.drop_callback(submission_id)
+                return None
+            return submission
+
+    def drop_callback(self, submission_id: str, *, failed: bool = False) -> None:
+        """Remove the outbox entry: it was delivered, or (`failed`) it is kept
+        in callbacks/failed/ for the operator."""
+        entry = self.callbacks_dir / submission_id
+        with contextlib.suppress(FileNotFoundError):
+            if failed:
+                os.rename(entry, self.failed_callbacks_dir / submission_id)
+                _fsync_dir(self.failed_callbacks_dir)
+            else:
+                entry.unlink()
 
 
 def _names(directory: Path) -> list[str]:

@@ -13,6 +13,7 @@ import requests
 
 from nixjail.api import create_app
 from nixjail.api.server import ApiServer, bind
+from nixjail.callbacks import sender_for
 from nixjail.models import StageResult, Submission
 from nixjail.settings import Settings
 from nixjail.spool import Queue, Spool
@@ -95,6 +96,7 @@ class Api:
 
 
 def start_server(tmp: Path, *, auth: bool = True, spool_dir: Path | None = None,
+                 callbacks: dict[str, Any] | None = None,
                  **api_settings: Any) -> tuple[Api, Callable]:
     tmp.mkdir(parents=True, exist_ok=True)
     tokens_file = None
@@ -105,13 +107,15 @@ def start_server(tmp: Path, *, auth: bool = True, spool_dir: Path | None = None,
         spool_dir=spool_dir or tmp / "spool", run_dir=tmp / "run",
         api={"tokens_file": tokens_file, "max_wait_s": 5, "max_body_bytes": 256 * 1024,
              "threads": 8, "max_waiters": 4, **api_settings},
+        callbacks=callbacks or {},
     )
     spool = Spool(settings.spool_dir, settings.run_dir, lease_s=settings.lease_s,
                   max_attempts=settings.max_attempts)
     kicks: list[float] = []
     app = create_app(spool, settings, kick=lambda: kicks.append(1.0))
     sock = bind("127.0.0.1:0")
-    server = ApiServer(app, [sock], settings)
+    server = ApiServer(app, [sock], settings,
+                       callbacks=sender_for(spool, settings.callbacks))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     port = sock.getsockname()[1]

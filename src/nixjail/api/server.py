@@ -84,7 +84,9 @@ class ApiServer:
             self._drain(turn)
         finally:
             if self.callbacks is not None:
+                # Let a POST under way finish, so its entry is dropped, not sent twice.
                 self.callbacks.stop()
+                self.callbacks.join(SHUTDOWN_GRACE_S)
             self._server.task_dispatcher.shutdown(timeout=1)
             wasyncore.close_all(self._map)
 
