@@ -256,9 +256,12 @@ class JudgingSettings(BaseModel):
 class CallbackSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    allowed_prefixes: list[str] = Field(
+    # A scheme, a host and the "/" that ends it: "" or "https://judge" would
+    # also let "https://judge.attacker.example/" through.
+    allowed_prefixes: list[Annotated[str, Field(pattern=r"^https?://[^/?#@\s]+/")]] = Field(
         default_factory=list,
-        description="URL prefixes a callback_url must start with; none allows no callbacks")
+        description="URL prefixes a callback_url must start with, each at least "
+        "SCHEME://HOST/ (http or https); none allows no callbacks")
     secret_file: Path | None = Field(
         default=None, description="The HMAC-SHA256 key that signs each callback")
     attempts: int = Field(default=5, gt=0, description="Tries of one callback")
