@@ -549,6 +549,10 @@ class Judgement(BaseModel):
                    max_memory_kib=max((c.memory_kib for c in cases), default=0))
 
 
+# A catalog environment's name (settings' `environments`): also a file name in
+# the spool, so never a path.
+CATALOG_NAME_PATTERN = r"^[a-z0-9][a-z0-9._+-]{0,99}$"
+CATALOG_NAME = re.compile(CATALOG_NAME_PATTERN)
 STORE_PATH_PATTERN = r"^/nix/store/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+$"
 
 

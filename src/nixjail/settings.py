@@ -17,6 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from nixjail.errors import InvalidInput
 from nixjail.models import (
+    CATALOG_NAME_PATTERN,
     ResolvedLimits,
     ResolvedStageLimits,
     SubmissionRequest,
@@ -219,7 +220,7 @@ class CatalogEnvironment(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._+-]{0,99}$",
+    name: str = Field(pattern=CATALOG_NAME_PATTERN,
                       description="What a submission's `environment` says")
     version: str = Field(default="", description="The toolchain's version, as shown")
     description: str = ""

@@ -32,7 +32,6 @@ import fcntl
 import hashlib
 import hmac
 import os
-import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -45,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from nixjail import watch
 from nixjail.errors import LeaseLost, NotFound
 from nixjail.models import (
+    CATALOG_NAME,
     ENDED_STATUSES,
     CaseResult,
     Environment,
@@ -706,10 +706,6 @@ class Spool:
 def _names(directory: Path) -> list[str]:
     """The entries of a spool directory, oldest id first; temporary files left out."""
     return sorted(name for name in os.listdir(directory) if not name.startswith("."))
-
-
-# A catalog name (settings.CatalogEnvironment.name): a file name, never a path.
-CATALOG_NAME = re.compile(r"[a-z0-9][a-z0-9._+-]{0,99}")
 
 
 def _catalog_name(name: str) -> str:

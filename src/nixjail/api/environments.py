@@ -17,9 +17,9 @@ import falcon
 from nixjail.api.errors import ApiError, invalid
 from nixjail.api.media import parse_body, respond
 from nixjail.api.schemas import EnvironmentPublication, FieldError
-from nixjail.models import CatalogEntry, EnvironmentList
+from nixjail.models import CATALOG_NAME, CatalogEntry, EnvironmentList
 from nixjail.settings import CatalogEnvironment, Settings
-from nixjail.spool import CATALOG_NAME, PublishedEnvironment, Spool, shell_nix_sha256
+from nixjail.spool import PublishedEnvironment, Spool, shell_nix_sha256
 
 
 def catalog_entry(entry: CatalogEnvironment,

@@ -36,6 +36,7 @@ from nixjail.api.schemas import (
     WaitQuery,
 )
 from nixjail.models import (
+    CATALOG_NAME_PATTERN,
     LIMIT_FIELDS,
     STAGES,
     EnvironmentList,
@@ -46,7 +47,6 @@ from nixjail.models import (
     SubmissionSummary,
 )
 from nixjail.settings import Settings
-from nixjail.spool import CATALOG_NAME
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 _IN: JsonSchemaMode = "validation"
@@ -315,7 +315,7 @@ def build_openapi(settings: Settings | None = None) -> dict[str, Any]:
                 "publishEnvironment", "A cache builder's word that it built an entry",
                 role="worker", body=EnvironmentPublication,
                 path=({"name": "name", "in": "path", "required": True,
-                       "schema": {"type": "string", "pattern": f"^{CATALOG_NAME.pattern}$"},
+                       "schema": {"type": "string", "pattern": CATALOG_NAME_PATTERN},
                        "description": "The catalog entry's own name (not an alias)"},),
                 answers={204: (None, "Recorded")}, errors=(404,)),
         },

@@ -42,8 +42,6 @@ log = logging.getLogger(__name__)
 
 KEY_VERSION = "nixjail-environment-v1"
 ENV_SCRIPT_NAME = "nixjail-env.sh"
-# The roots of catalog environments, under roots_dir: `nixjail gc` never ages them out.
-CATALOG_ROOTS = nix.CATALOG_ROOTS
 LOCK_POLL_S = 0.05
 DAEMON_START_S = 10.0
 # What a private nix-daemon and nsjail hold beside the job itself.
@@ -164,7 +162,7 @@ def existing_environment(config: BuilderConfig, key: str) -> Environment | None:
     if inputs is None or script is None:
         # A catalog environment's own roots never age out (`nixjail gc`),
         # while these may have: it is built all the same.
-        catalog_inputs, catalog_script = root_paths(config.roots_dir / CATALOG_ROOTS, key)
+        catalog_inputs, catalog_script = root_paths(config.roots_dir / nix.CATALOG_ROOTS, key)
         inputs, script = nix.root_target(catalog_inputs), nix.root_target(catalog_script)
     if inputs is None or script is None:
         return None

@@ -21,7 +21,6 @@ import threading
 from nixjail import holders, nix, systemd
 from nixjail.cache_builder import cgroup as cg
 from nixjail.cache_builder.build import (
-    CATALOG_ROOTS,
     BuilderConfig,
     build_environment,
     remove_job_dir,
@@ -129,7 +128,7 @@ class CacheBuilder:
                       outcome.result.status, outcome.result.stderr[-2000:])
             return None
         try:
-            inputs_root, script_root = root_paths(self.config.roots_dir / CATALOG_ROOTS,
+            inputs_root, script_root = root_paths(self.config.roots_dir / nix.CATALOG_ROOTS,
                                                   environment.key)
             nix.add_gc_root(self.config.store, environment.inputs, inputs_root)
             nix.add_gc_root(self.config.store, environment.script, script_root)
@@ -146,7 +145,7 @@ class CacheBuilder:
     def _drop_old_catalog_roots(self, keys: set[str]) -> None:
         """Let go of what entries since edited or removed were built as; the
         ordinary roots of those keys still age out as any environment does."""
-        directory = self.config.roots_dir / CATALOG_ROOTS
+        directory = self.config.roots_dir / nix.CATALOG_ROOTS
         if not directory.is_dir():
             return
         for root in directory.iterdir():

@@ -50,7 +50,7 @@ DEADLINE_SLACK_S = 30
 
 def container_job(submission: Submission, limits: ResolvedStageLimits,
                   nixpkgs_in_container: str | None, *,
-                  max_output_file_bytes: int = 1 << 20) -> dict:
+                  max_output_file_bytes: int) -> dict:
     """The job container init reads on its stdin (docs/container-init.md)."""
     request = submission.request
     # Container init takes a file as the API does: text, or content and encoding.
