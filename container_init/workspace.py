@@ -233,9 +233,7 @@ def prepare(job: Job, work_dir: Path, state_dir: Path, uid: int, gid: int) -> Wo
     _write(space.tools / "dependencies.sh", DEPENDENCIES_SH)
     _write(space.tools / "compile.sh", job.compile_sh or "")
     _write(space.tools / "run.sh", job.run_sh)
-    _write(space.stdin, job.stdin, 0o600)
-    # Reopening /dev/stdin in the jail checks the file's permissions against the jail user.
-    os.chown(space.stdin, uid, gid)
+    write_private(space.stdin, job.stdin, uid, gid)
     environment = job.environment
     if environment.kind in ("build", "prebuilt"):
         # Once per container, in the state dir's tmpfs (~2 MiB, charged to the container
@@ -281,8 +279,9 @@ def write_args(space: Workspace, script: str, args: list[str]) -> None:
     _write(space.tools / f"{script}.args", b"".join(arg.encode() + b"\0" for arg in args))
 
 
-def write_private(path: Path, data: bytes, uid: int, gid: int) -> None:
-    """A file of init's own that only the jail user may read (reopened in the jail)."""
+def write_private(path: Path, data: bytes | str, uid: int, gid: int) -> None:
+    """A file of init's own that only the jail user may read: reopening it in
+    the jail (as /dev/stdin) checks its permissions against the jail user."""
     _write(path, data, 0o600)
     if os.geteuid() == 0:
         os.chown(path, uid, gid)
@@ -344,31 +343,33 @@ def copy_tree(source: Path, target: Path, *, skip: str, uid: int, gid: int) -> N
                 os.chown(copy, uid, gid, follow_symlinks=False)
 
 
+def _jail_dir(space: Workspace, prefix: str, files: dict[str, bytes], uid: int, gid: int,
+              *, copy_work_dir: bool) -> Path:
+    """A new work dir for one jail beside the compiled one, holding `files`
+    (over a copy of the compiled work dir when `copy_work_dir`), the jail user's."""
+    directory = Path(tempfile.mkdtemp(prefix=prefix, dir=space.work_dir))
+    try:
+        if copy_work_dir:
+            copy_tree(space.work_dir, directory, skip=directory.name, uid=uid, gid=gid)
+        for name, content in files.items():
+            write_under(directory, name, content, uid, gid)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    os.chmod(directory, 0o755)
+    if os.geteuid() == 0:
+        os.chown(directory, uid, gid)
+    return directory
+
+
 def fresh_case_dir(space: Workspace, files: dict[str, bytes], uid: int, gid: int) -> Path:
     """A copy of the compiled work dir, with the case's own files laid over it."""
-    case_dir = Path(tempfile.mkdtemp(prefix=".nixjail-case-", dir=space.work_dir))
-    try:
-        copy_tree(space.work_dir, case_dir, skip=case_dir.name, uid=uid, gid=gid)
-        for name, content in files.items():
-            write_under(case_dir, name, content, uid, gid)
-    except BaseException:
-        shutil.rmtree(case_dir, ignore_errors=True)
-        raise
-    os.chmod(case_dir, 0o755)
-    if os.geteuid() == 0:
-        os.chown(case_dir, uid, gid)
-    return case_dir
+    return _jail_dir(space, ".nixjail-case-", files, uid, gid, copy_work_dir=True)
 
 
 def fresh_check_dir(space: Workspace, files: dict[str, bytes], uid: int, gid: int) -> Path:
     """The custom checker's work dir: only the files it is given."""
-    check_dir = Path(tempfile.mkdtemp(prefix=".nixjail-check-", dir=space.work_dir))
-    for name, content in files.items():
-        write_under(check_dir, name, content, uid, gid)
-    os.chmod(check_dir, 0o755)
-    if os.geteuid() == 0:
-        os.chown(check_dir, uid, gid)
-    return check_dir
+    return _jail_dir(space, ".nixjail-check-", files, uid, gid, copy_work_dir=False)
 
 
 def adopt_env_script(space: Workspace) -> str | None:
