@@ -4,55 +4,19 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from callback_receiver import Receiver
 from nixjail import watch
 from nixjail.callbacks import CallbackSender, signature
 from nixjail.errors import InvalidInput
 from nixjail.models import StageResult, StageStatus, SubmissionRequest
 from nixjail.settings import CallbackSettings
 from nixjail.spool import Queue, Spool
-
-
-class Receiver:
-    """Answers each POST with the next status of `answers` (then 200)."""
-
-    def __init__(self, answers: list[int]) -> None:
-        self.answers = list(answers)
-        self.requests: list[tuple[str, dict[str, str], bytes]] = []
-        self.arrived = threading.Condition()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                with receiver.arrived:
-                    receiver.requests.append((self.path, dict(self.headers), body))
-                    status = receiver.answers.pop(0) if receiver.answers else 200
-                    receiver.arrived.notify_all()
-                self.send_response(status)
-                if status in (301, 302, 307):
-                    self.send_header("Location", "/elsewhere")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def wait_for(self, count: int, timeout_s: float = 10) -> list:
-        with self.arrived:
-            self.arrived.wait_for(lambda: len(self.requests) >= count, timeout=timeout_s)
-            return list(self.requests)
 
 
 @pytest.fixture

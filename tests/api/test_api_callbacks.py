@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from api_helpers import Api, sample_request
 from test_api_validation import assert_error
+
+from callback_receiver import Receiver
 
 
 def test_a_callback_url_outside_the_allowed_prefixes_is_422(
@@ -32,24 +32,9 @@ def test_without_allowed_prefixes_no_callback_is_accepted(api: Api) -> None:
 
 def test_a_callback_url_inside_is_accepted_and_called_when_it_ends(
         make_api: Callable[..., Api], tmp_path: Path) -> None:
-    received: list[tuple[dict[str, str], bytes]] = []
-    arrived = threading.Event()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append((dict(self.headers),
-                             self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-            arrived.set()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    receiver = Receiver(path="/hooks/")
     try:
-        prefix = f"http://127.0.0.1:{receiver.server_address[1]}/hooks/"
+        prefix = receiver.url
         (tmp_path / "secret").write_text("k3y\n")
         api = make_api(callbacks={"allowed_prefixes": [prefix],
                                   "secret_file": str(tmp_path / "secret"),
@@ -57,13 +42,12 @@ def test_a_callback_url_inside_is_accepted_and_called_when_it_ends(
         answer = api.post("/v1/submissions", json=sample_request(callback_url=prefix + "1"))
         assert answer.status_code == 202, answer.text
         submission_id = answer.json()["id"]
-        assert received == []  # nothing until it ends
+        assert receiver.requests == []  # nothing until it ends
         api.finish(submission_id)
-        assert arrived.wait(10)
+        received = receiver.wait_for(1)
     finally:
-        receiver.shutdown()
-        receiver.server_close()
-    [(headers, body)] = received
+        receiver.close()
+    [(_, headers, body)] = received
     expected = hmac.new(b"k3y", f"{headers['X-Nixjail-Timestamp']}.".encode() + body,
                         hashlib.sha256).hexdigest()
     assert hmac.compare_digest(headers["X-Nixjail-Signature"], f"sha256={expected}")
