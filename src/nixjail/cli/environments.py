@@ -6,6 +6,7 @@ import argparse
 
 from nixjail.cli.api_options import add_api_options, api_command, client_from, command_parser
 from nixjail.cli.exit_codes import API_EPILOG
+from nixjail.cli.submit import aligned
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -34,8 +35,5 @@ def run(args: argparse.Namespace) -> int:
     for entry in listing.environments:
         rows.append((entry.name, entry.version, "yes" if entry.built else "no",
                      ",".join(entry.aliases), entry.description))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in
-                        zip(row, widths, strict=True)).rstrip())
+    print("\n".join(aligned(rows)))
     return 0

@@ -389,6 +389,13 @@ class Progress:
             print(activity, file=self.out, flush=True)
 
 
+def aligned(rows: list[tuple[str, ...]]) -> list[str]:
+    """`rows` as lines, each column padded to its widest cell."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            .rstrip() for row in rows]
+
+
 def summary(submission: Submission) -> str:
     """The table of stage results printed after the program's output."""
     rows = [("stage", "status", "exit", "wall", "cpu", "memory")]
@@ -405,9 +412,7 @@ def summary(submission: Submission) -> str:
                 else "" if result.exit_code is None else str(result.exit_code))
         rows.append((stage, status, code, f"{result.wall_time_ms} ms",
                      f"{result.cpu_time_ms} ms", f"{result.memory_kib} KiB"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-             .rstrip() for row in rows]
+    lines = aligned(rows)
     ending = f"submission {submission.id}: {submission.status}"
     if submission.error:
         ending += f" ({submission.error})"
@@ -425,9 +430,7 @@ def case_table(cases: list[CaseResult | None]) -> str:
         rows.append((case.name or str(index), str(case.verdict), str(case.status),
                      f"{case.wall_time_ms} ms", f"{case.cpu_time_ms} ms",
                      f"{case.memory_kib} KiB", message[:80]))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in
-                               zip(row, widths, strict=True)).rstrip() for row in rows)
+    return "\n".join(aligned(rows))
 
 
 def _write_output(content: str, encoding: FileEncoding, out: TextIO) -> None:
