@@ -136,8 +136,10 @@ def _owned_entries(directory: Path) -> dict[str, int]:
 
 
 def _tree(directory: Path) -> set[str]:
-    return {str(path.relative_to(directory)) for path in directory.rglob("*")} \
-        if directory.exists() else set()
+    # os.walk, not rglob: other cases' job dirs come and go meanwhile, and
+    # rglob raises FileNotFoundError for one that vanished mid-walk.
+    return {os.path.relpath(os.path.join(root, name), directory)
+            for root, dirs, files in os.walk(directory) for name in dirs + files}
 
 
 def _docker_cgroups(container_id: str) -> list[str]:
