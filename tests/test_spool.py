@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from nixjail.errors import Conflict, InvalidInput, LeaseLost, NotFound
 from nixjail.models import (
+    Environment,
     StageResult,
     StageStatus,
     SubmissionRequest,
@@ -613,3 +614,84 @@ def test_a_lease_wait_wakes_when_a_job_comes(spool: Spool) -> None:
     waiter.join(timeout=5)
     assert got and got[0] is not None and got[0].submission_id == submission.id
     assert time.monotonic() - created_at < 1.0
+
+
+# -- environments built before --------------------------------------------------
+
+BUILT = Environment(key="a" * 64, inputs=f"/nix/store/{'b' * 32}-inputs",
+                    script=f"/nix/store/{'c' * 32}-env")
+
+
+def reusing_spool(base: Path, *, nixpkgs: str = "/nixpkgs", reuse_s: float = 3600) -> Spool:
+    return Spool(base / "spool", base / "run", reuse_built_s=reuse_s, nixpkgs=nixpkgs)
+
+
+def build_once(spool: Spool, req: SubmissionRequest) -> None:
+    first = spool.create(req)
+    lease = spool.lease(Queue.dependencies, "builder")
+    assert lease is not None and lease.submission_id == first.id
+    spool.report_stage(lease, "dependencies", StageResult(status=StageStatus.ok, cached=False))
+    spool.complete(lease, environment=BUILT)
+
+
+def test_a_shell_nix_built_before_goes_straight_to_the_run_queue(tmp_path: Path) -> None:
+    spool = reusing_spool(tmp_path)
+    build_once(spool, request())
+    spool.lease(Queue.run, "worker")  # the first one's run job, out of the way
+
+    again = spool.create(request(run_sh="echo again"))
+    assert spool.queued(Queue.dependencies) == []
+    assert spool.queued(Queue.run) == [again.id]
+    assert again.environment == BUILT
+    deps = again.stages.dependencies
+    assert deps is not None and (deps.status, deps.cached) == (StageStatus.ok, True)
+    assert deps.finished_at is not None
+    lease = spool.lease(Queue.run, "worker")
+    assert lease is not None and lease.submission_id == again.id
+    spool.report_stage(lease, "run", StageResult(status=StageStatus.ok, exit_code=0))
+    assert spool.complete(lease).status is SubmissionStatus.done
+
+
+def test_a_built_environment_is_reused_only_for_the_same_text_nixpkgs_and_cache(
+        tmp_path: Path) -> None:
+    spool = reusing_spool(tmp_path)
+    build_once(spool, request())
+    other_text = spool.create(request(shell_nix="{ pkgs ? import <nixpkgs> {} }: pkgs.hello"))
+    uncached = spool.create(request(cache=False))
+    other_nixpkgs = reusing_spool(tmp_path, nixpkgs="/other-nixpkgs").create(request())
+    assert other_text.environment is None and other_nixpkgs.environment is None
+    assert uncached.environment is None and uncached.stages.dependencies is None
+    assert set(spool.queued(Queue.dependencies)) == {other_text.id, other_nixpkgs.id}
+
+
+def test_a_built_environment_is_not_reused_past_its_age_or_once_forgotten(
+        tmp_path: Path) -> None:
+    spool = reusing_spool(tmp_path)
+    build_once(spool, request())
+    (entry,) = (tmp_path / "spool" / "built").iterdir()
+    os.utime(entry, (time.time() - 3601, time.time() - 3601))
+    assert spool.create(request()).environment is None
+
+    os.utime(entry)
+    assert spool.create(request()).environment == BUILT
+    spool.forget_built()
+    assert spool.create(request()).environment is None
+    assert reusing_spool(tmp_path, reuse_s=0).create(request()).environment is None
+
+
+def test_a_failed_build_is_not_remembered(tmp_path: Path) -> None:
+    spool = reusing_spool(tmp_path)
+    spool.create(request())
+    lease = spool.lease(Queue.dependencies, "builder")
+    assert lease is not None
+    spool.report_stage(lease, "dependencies", StageResult(status=StageStatus.nonzero_exit,
+                                                          exit_code=1))
+    spool.complete(lease, environment=BUILT)
+    assert spool.create(request()).environment is None
+
+
+def test_reuse_must_stay_below_the_root_age() -> None:
+    with pytest.raises(ValueError, match="reuse_built_s"):
+        Settings.model_validate({"cache_builder": {"reuse_built_s": 100},
+                                 "gc": {"root_max_age_s": 100}})
+    assert Settings().cache_builder.reuse_built_s < (Settings().gc.root_max_age_s or 0)

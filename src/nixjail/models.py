@@ -492,6 +492,14 @@ class StageResult(BaseModel):
     def skipped(cls) -> StageResult:
         return cls(status=StageStatus.skipped)
 
+    @classmethod
+    def built_before(cls, environment: Environment, wall_time_ms: int = 0) -> StageResult:
+        """The dependencies stage of a shell.nix whose environment exists already."""
+        return cls(status=StageStatus.ok, cached=True, wall_time_ms=wall_time_ms,
+                   stdout=f"inputs: {environment.inputs}\n",
+                   stderr=f"the environment {environment.key} was built before: "
+                          "nothing to build\n")
+
 
 class Verdict(StrEnum):
     accepted = "accepted"
@@ -665,15 +673,23 @@ class Submission(BaseModel):
 
     @classmethod
     def new(cls, request: SubmissionRequest, limits: ResolvedStageLimits, *,
-            owner: str | None = None) -> Submission:
+            owner: str | None = None, built: Environment | None = None) -> Submission:
+        """A queued submission; `built` is its environment when the same
+        shell.nix was built shortly before, so it starts with its run job."""
         now = utcnow()
         case_limits = None if request.tests is None else [
             limits.run.model_copy(update=case.limits.model_dump(exclude_none=True))
             for case in request.tests]
-        return cls(id=new_submission_id(), status=SubmissionStatus.queued,
-                   created_at=now, updated_at=now, request=request, limits=limits,
-                   owner=owner, case_limits=case_limits,
-                   tests=None if request.tests is None else [None] * len(request.tests))
+        submission = cls(id=new_submission_id(), status=SubmissionStatus.queued,
+                         created_at=now, updated_at=now, request=request, limits=limits,
+                         owner=owner, case_limits=case_limits,
+                         tests=None if request.tests is None else [None] * len(request.tests))
+        if built is not None:
+            submission.environment = built
+            submission.stages.dependencies = StageResult.built_before(built)
+            submission.stages.dependencies.started_at = now
+            submission.stages.dependencies.finished_at = now
+        return submission
 
     # -- transitions ---------------------------------------------------------------
 

@@ -150,6 +150,11 @@ class CacheBuilderSettings(BaseModel):
         description="A dependencies job no cache builder has finished after this long "
         "goes to the workers, which build the environment in the submission's container")
     concurrency: int = Field(default=2, gt=0, description="Dependency jobs built at once")
+    reuse_built_s: float = Field(
+        default=3600, ge=0,
+        description="A shell.nix (same text, same nixpkgs setting) built less than this "
+        "long ago goes straight to the run queue with that environment; 0 sends every "
+        "submission to the cache builders. Must stay below gc.root_max_age_s")
     idle_exit_s: Seconds = Field(
         default=None, ge=0,
         description="Exit after this long without a job; none (\"never\" in TOML) runs until "
@@ -299,6 +304,16 @@ class Settings(BaseModel):
                 if name in seen:
                     raise ValueError(f"environments: the name {name!r} is given twice")
                 seen.add(name)
+        return self
+
+    @model_validator(mode="after")
+    def _reuse_within_root_age(self) -> Settings:
+        # An environment reused without the cache builder renews no GC root,
+        # so it may only be reused while its roots are certainly still there.
+        max_age = self.gc.root_max_age_s
+        if max_age is not None and self.cache_builder.reuse_built_s >= max_age:
+            raise ValueError(f"cache_builder.reuse_built_s ({self.cache_builder.reuse_built_s:g})"
+                             f" must be below gc.root_max_age_s ({max_age:g})")
         return self
 
     def catalog(self) -> dict[str, CatalogEnvironment]:

@@ -8,6 +8,7 @@ Layout::
     SPOOL/ended/STATUS/ID           an index of ended submissions by status
     SPOOL/owners/OWNER/ID           an index of submissions by owner (the tenant)
     SPOOL/environments/NAME.json    a catalog environment the cache builder built
+    SPOOL/built/DIGEST.json         the environment a shell.nix was last built as
     RUN/leases/ID.json              who holds it, its token and deadline (tmpfs)
     RUN/spool.lock                  serialises read-modify-write of records
 
@@ -31,6 +32,7 @@ import contextlib
 import fcntl
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import time
@@ -120,13 +122,17 @@ class Spool:
     def __init__(self, spool_dir: Path, run_dir: Path, *, lease_s: float = 30,
                  max_attempts: int = 3, dependency_jobs: bool = True,
                  resolve_limits: Callable[[SubmissionRequest], ResolvedStageLimits]
-                 | None = None) -> None:
+                 | None = None, reuse_built_s: float = 0, nixpkgs: str = "") -> None:
         """`dependency_jobs` false sends every submission straight to the
         workers, which then build its environment in its own container.
         `resolve_limits` fills in a request's limits when it is accepted
-        (the server's defaults; built-in ones without settings)."""
+        (the server's defaults; built-in ones without settings). A shell.nix
+        whose environment was built less than `reuse_built_s` ago with the
+        nixpkgs setting `nixpkgs` skips the dependencies job."""
         self.spool_dir = Path(spool_dir)
         self.dependency_jobs = dependency_jobs
+        self.reuse_built_s = reuse_built_s
+        self.nixpkgs = nixpkgs
         self.run_dir = Path(run_dir)
         self.lease_s = lease_s
         self.max_attempts = max_attempts
@@ -135,10 +141,12 @@ class Spool:
         self._owners = self.spool_dir / "owners"
         self._leases = self.run_dir / "leases"
         self._environments = self.spool_dir / "environments"
+        self._built = self.spool_dir / "built"
         self.callbacks_dir = self.spool_dir / "callbacks"
         self.failed_callbacks_dir = self.callbacks_dir / "failed"
         for directory in (self._submissions, self._owners, self._leases,
-                          self._environments, self.callbacks_dir, self.failed_callbacks_dir):
+                          self._environments, self._built, self.callbacks_dir,
+                          self.failed_callbacks_dir):
             directory.mkdir(parents=True, exist_ok=True)
         for queue in Queue:
             self._queued_dir(queue).mkdir(parents=True, exist_ok=True)
@@ -152,7 +160,9 @@ class Spool:
         return cls(settings.spool_dir, settings.run_dir, lease_s=settings.lease_s,
                    max_attempts=settings.max_attempts,
                    dependency_jobs=settings.cache_builder.enabled,
-                   resolve_limits=settings.resolve_limits)
+                   resolve_limits=settings.resolve_limits,
+                   reuse_built_s=settings.cache_builder.reuse_built_s,
+                   nixpkgs=str(settings.cache_builder.nixpkgs or ""))
 
     # -- paths ------------------------------------------------------------
 
@@ -354,7 +364,8 @@ class Spool:
         leaves only entries without a record, which `expire_leases` removes
         from the queue and listings pass over. Nothing acknowledged is lost.
         """
-        submission = Submission.new(request, self.resolve_limits(request), owner=owner)
+        submission = Submission.new(request, self.resolve_limits(request), owner=owner,
+                                    built=self.built_environment(request))
         if owner is not None:
             owned = self._owned_path(owner, submission.id)
             owned.parent.mkdir(exist_ok=True)
@@ -364,9 +375,44 @@ class Spool:
         return submission
 
     def _first_queue(self, submission: Submission) -> Queue:
-        if submission.request.cache and self.dependency_jobs:
+        if submission.request.cache and self.dependency_jobs \
+                and submission.environment is None:
             return Queue.dependencies
         return Queue.run
+
+    # -- environments built before -----------------------------------------
+
+    def _built_path(self, shell_nix: str) -> Path:
+        material = json.dumps({"shell_nix": shell_nix, "nixpkgs": self.nixpkgs},
+                              sort_keys=True)
+        return self._built / f"{hashlib.sha256(material.encode()).hexdigest()}.json"
+
+    def built_environment(self, request: SubmissionRequest) -> Environment | None:
+        """The environment this request's shell.nix was built as less than
+        `reuse_built_s` ago, when it asks for the cache builders' one; else None."""
+        if not (request.cache and self.dependency_jobs and self.reuse_built_s > 0
+                and request.shell_nix is not None):
+            return None
+        path = self._built_path(request.shell_nix)
+        try:
+            if time.time() - path.stat().st_mtime >= self.reuse_built_s:
+                return None
+            return Environment.model_validate_json(path.read_bytes())
+        except (FileNotFoundError, ValidationError):
+            return None
+
+    def _remember_built(self, submission: Submission) -> None:
+        # Its mtime is when the cache builder last found or built it, which is
+        # also when it last renewed the environment's GC roots.
+        if submission.environment is not None and submission.request.shell_nix is not None:
+            atomic_write(self._built_path(submission.request.shell_nix),
+                         submission.environment.model_dump_json().encode())
+
+    def forget_built(self) -> None:
+        """Reuse nothing built so far (`nixjail gc` removed GC roots)."""
+        for name in _names(self._built):
+            with contextlib.suppress(FileNotFoundError):
+                (self._built / name).unlink()
 
     def _enqueue(self, submission_id: str, queue: Queue) -> None:
         atomic_write(self._queued_dir(queue) / submission_id, b"")
@@ -506,6 +552,7 @@ class Spool:
         def then(submission: Submission, run_follows: object) -> None:
             if run_follows:
                 self._enqueue(submission.id, Queue.run)
+                self._remember_built(submission)
             self._drop_lease(lease.queue, lease.submission_id)
 
         return self._leased_change(

@@ -195,11 +195,8 @@ def build_environment(config: BuilderConfig, shell_nix: str, limits: ResolvedLim
         environment = existing_environment(config, key)
         if environment is not None:
             publish(config, environment)
-            return BuildOutcome(StageResult(
-                status=StageStatus.ok, cached=True,
-                stdout=f"inputs: {environment.inputs}\n",
-                stderr=f"the environment {key} was built before: nothing to build\n",
-                wall_time_ms=int((time.monotonic() - started) * 1000)), environment)
+            return BuildOutcome(StageResult.built_before(
+                environment, int((time.monotonic() - started) * 1000)), environment)
         return _build(config, key, shell_nix, limits, job_name, should_stop)
 
 

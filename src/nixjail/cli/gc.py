@@ -9,6 +9,8 @@ runner's running submissions). A root not re-added for `gc.root_max_age_s` is
 removed; younger roots, and every root outside nixjail, keep what they reach.
 The roots of catalog environments (`cache_builder.roots_dir/catalog/`) are
 never aged out: the cache builder replaces them when the catalog changes.
+Once any root is removed, no environment built before is reused without
+the cache builders (`cache_builder.reuse_built_s`).
 Run it from a timer.
 """
 
@@ -20,6 +22,7 @@ from nixjail import nix
 from nixjail.cli.options import add_settings_options
 from nixjail.expiry import delete_old_submissions
 from nixjail.settings import load_settings
+from nixjail.spool import Spool
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -50,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
         keep_dirs=(everything.cache_builder.roots_dir / nix.CATALOG_ROOTS,))
     for root in report.removed_roots:
         print(f"removed the root {root}")
+    if report.removed_roots:
+        # What a removed root held may be gone now: submissions go through
+        # the cache builders again, which build or find it and root it anew.
+        Spool.from_settings(everything).forget_built()
     print(f"kept {report.kept_roots} roots; deleted {report.deleted_paths} store paths, "
           f"freed {report.freed_bytes / (1024 * 1024):.1f} MiB")
     return 0
