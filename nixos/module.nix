@@ -276,6 +276,37 @@ in
               type = lib.types.lines;
               description = "The run script a submission gets when it gives none.";
             };
+            # The compatibility front ends' names of it (docs/compat.md), as the
+            # settings file writes them: enable the front ends themselves with
+            # `settings.compat.judge0.enabled` and the like.
+            judge0 = lib.mkOption {
+              type = lib.types.nullOr settingsFormat.type;
+              default = null;
+              example = {
+                ids = [ 50 103 ];
+                name = "C (GCC)";
+              };
+              description = "Its Judge0 language: `ids` (Judge0 CE's language ids) and `name`.";
+            };
+            piston = lib.mkOption {
+              type = lib.types.nullOr settingsFormat.type;
+              default = null;
+              example = {
+                language = "c";
+                version = "13.2.0";
+                aliases = [ "gcc" ];
+              };
+              description = "Its Piston runtime: `language`, `version` and `aliases`.";
+            };
+            codapi = lib.mkOption {
+              type = lib.types.nullOr settingsFormat.type;
+              default = null;
+              example = {
+                sandbox = "c";
+                version = "latest";
+              };
+              description = "Its codapi sandbox: `sandbox`, `version` and `commands`.";
+            };
           };
         }
       );
@@ -395,6 +426,9 @@ in
               // lib.optionalAttrs (entry.shellNix != null) { shell_nix = entry.shellNix; }
               // lib.optionalAttrs (entry.shellNixFile != null) { shell_nix_file = "${entry.shellNixFile}"; }
               // lib.optionalAttrs (entry.compileSh != null) { compile_sh = entry.compileSh; }
+              // lib.filterAttrs (_: mapping: mapping != null) {
+                inherit (entry) judge0 piston codapi;
+              }
             ) cfg.environments
           );
           callbacks.secret_file = lib.mkIf (cfg.callbacks.secretFile != null) (

@@ -220,6 +220,50 @@ class GcSettings(BaseModel):
         "hourly by `nixjail serve`); none keeps them all")
 
 
+class Judge0Language(BaseModel):
+    """What the Judge0 front end calls a catalog environment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[Annotated[int, Field(ge=1)]] = Field(
+        min_length=1, description="Its language_id(s), as Judge0 CE numbers them")
+    name: str = Field(min_length=1, max_length=200, description='As Judge0 shows it, '
+                      'e.g. "Bash (5.0.0)"')
+
+
+class PistonRuntime(BaseModel):
+    """What the Piston front end calls a catalog environment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    language: str = Field(min_length=1, max_length=100)
+    version: str = Field(min_length=1, max_length=100)
+    aliases: list[str] = Field(default_factory=list)
+
+
+class CodapiCommand(BaseModel):
+    """One codapi command of a sandbox: scripts replacing the environment's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    compile_sh: str | None = Field(default=None, description="None: the environment's")
+    run_sh: str | None = Field(default=None, description="None: the environment's")
+
+
+def _run_command() -> dict[str, CodapiCommand]:
+    return {"run": CodapiCommand()}
+
+
+class CodapiSandbox(BaseModel):
+    """What the codapi front end calls a catalog environment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sandbox: str = Field(min_length=1, max_length=100)
+    version: str = Field(default="latest", min_length=1, max_length=100)
+    commands: dict[str, CodapiCommand] = Field(default_factory=_run_command, min_length=1)
+
+
 class CatalogEnvironment(BaseModel):
     """An environment the operator offers by name (GET /v1/environments)."""
 
@@ -236,6 +280,12 @@ class CatalogEnvironment(BaseModel):
     main_file: str = Field(default="main", description="The name a lone source file takes")
     compile_sh: str | None = Field(default=None, description="Default compile script")
     run_sh: str = Field(description="Default run script")
+    judge0: Judge0Language | None = Field(
+        default=None, description="Offered by the Judge0 front end under these ids")
+    piston: PistonRuntime | None = Field(
+        default=None, description="Offered by the Piston front end as this runtime")
+    codapi: CodapiSandbox | None = Field(
+        default=None, description="Offered by the codapi front end as this sandbox")
 
     @model_validator(mode="after")
     def _one_shell_nix(self) -> CatalogEnvironment:
@@ -276,6 +326,79 @@ class CallbackSettings(BaseModel):
     timeout_s: float = Field(default=10, gt=0)
 
 
+# A path prefix of the API: "/" and URL-safe segments, no trailing "/".
+COMPAT_PREFIX_PATTERN = r"^(/[A-Za-z0-9._~-]+)+$"
+# Prefixes of nixjail's own routes, which no front end may shadow.
+RESERVED_PREFIXES = ("/v1", "/healthz", "/metrics")
+
+
+class CompatFrontEnd(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=False, description="Serve this front end")
+    anonymous: bool = Field(
+        default=False,
+        description="Take requests without a token (with a tokens file): they submit as "
+        "the tenant 'anonymous', rate-limited per client address")
+
+
+class Judge0Settings(CompatFrontEnd):
+    prefix: str = Field(default="/judge0", pattern=COMPAT_PREFIX_PATTERN,
+                        description="Where its routes are: a client's base URL")
+    allow_delete: bool = Field(default=False,
+                               description="DELETE /submissions/{token} deletes an ended one")
+    version: Literal["1.13.1", "1.14.0"] = Field(
+        default="1.13.1",
+        description="The Judge0 CE version GET /about reports: the table clients take "
+        "language ids from")
+
+
+class PistonSettings(CompatFrontEnd):
+    prefix: str = Field(default="/piston", pattern=COMPAT_PREFIX_PATTERN,
+                        description="Where its routes are: a client's base URL")
+
+
+class CodapiSettings(CompatFrontEnd):
+    prefix: str = Field(default="/codapi", pattern=COMPAT_PREFIX_PATTERN,
+                        description="Where its routes are: a client's base URL")
+    allowed_origins: list[Annotated[str, Field(pattern=r"^https?://[^/?#@\s]+$")]] = Field(
+        default_factory=list,
+        description="Origins (SCHEME://HOST[:PORT], exactly) browsers may call it from (CORS)")
+
+
+class CompatSettings(BaseModel):
+    """The front ends that speak Judge0's, Piston's and codapi's APIs (docs/compat.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    judge0: Judge0Settings = Field(default_factory=Judge0Settings)
+    piston: PistonSettings = Field(default_factory=PistonSettings)
+    codapi: CodapiSettings = Field(default_factory=CodapiSettings)
+    anonymous_requests_per_minute: int = Field(
+        default=30, gt=0,
+        description="Submissions an anonymous client address may make per minute, per "
+        "front end")
+
+    @model_validator(mode="after")
+    def _prefixes_apart(self) -> CompatSettings:
+        prefixes = {"judge0": self.judge0.prefix, "piston": self.piston.prefix,
+                    "codapi": self.codapi.prefix}
+        for name, prefix in prefixes.items():
+            for reserved in RESERVED_PREFIXES:
+                if _under(prefix, reserved):
+                    raise ValueError(f"compat.{name}.prefix: {prefix!r} lies under "
+                                     f"nixjail's own {reserved}")
+            for other, other_prefix in prefixes.items():
+                if other != name and _under(prefix, other_prefix):
+                    raise ValueError(f"compat.{name}.prefix: {prefix!r} lies under "
+                                     f"compat.{other}.prefix {other_prefix!r}")
+        return self
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -295,6 +418,7 @@ class Settings(BaseModel):
     callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
     environments: list[CatalogEnvironment] = Field(
         default_factory=list, description="The catalog of named environments")
+    compat: CompatSettings = Field(default_factory=CompatSettings)
 
     @model_validator(mode="after")
     def _unique_environment_names(self) -> Settings:
@@ -304,6 +428,32 @@ class Settings(BaseModel):
                 if name in seen:
                     raise ValueError(f"environments: the name {name!r} is given twice")
                 seen.add(name)
+        return self
+
+    @model_validator(mode="after")
+    def _unique_front_end_names(self) -> Settings:
+        # A client names an environment by these: two entries under one name
+        # would make what runs depend on the catalog's order.
+        claimed: dict[tuple[str, ...], str] = {}
+
+        def claim(key: tuple[str, ...], what: str, entry: CatalogEnvironment) -> None:
+            first = claimed.setdefault(key, entry.name)
+            if first != entry.name:
+                raise ValueError(f"environments: {what} is claimed by both {first!r} "
+                                 f"and {entry.name!r}")
+
+        for entry in self.environments:
+            if entry.judge0 is not None:
+                for language_id in entry.judge0.ids:
+                    claim(("judge0", str(language_id)), f"Judge0 id {language_id}", entry)
+            if entry.piston is not None:
+                piston = entry.piston
+                claim(("piston", piston.language, piston.version),
+                      f"Piston {piston.language} {piston.version}", entry)
+            if entry.codapi is not None:
+                codapi = entry.codapi
+                claim(("codapi", codapi.sandbox, codapi.version),
+                      f"codapi sandbox {codapi.sandbox} {codapi.version}", entry)
         return self
 
     @model_validator(mode="after")

@@ -44,7 +44,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nixjail import watch
-from nixjail.errors import LeaseLost, NotFound
+from nixjail.errors import Conflict, LeaseLost, NotFound
 from nixjail.models import (
     CATALOG_NAME,
     ENDED_STATUSES,
@@ -338,19 +338,34 @@ class Spool:
                     if finished.timestamp() > cutoff:
                         continue
                 with self._locked():
-                    with contextlib.suppress(FileNotFoundError, NotFound):
-                        os.unlink(self._record_path(submission_id))
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(self._ended_dir(status) / submission_id)
-                    # A callback still owed goes too: it would tell of nothing.
-                    for outbox in (self.callbacks_dir, self.failed_callbacks_dir):
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(outbox / submission_id)
-                    if submission is not None and submission.owner is not None:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(self._owned_path(submission.owner, submission_id))
+                    self._remove(submission_id, status,
+                                 submission.owner if submission is not None else None)
                 deleted.append(submission_id)
         return deleted
+
+    def delete(self, submission_id: str, *, owner: str | None = None) -> Submission:
+        """Delete one ended submission (with `owner`, only that tenant's: see
+        `get`); one that has not ended is a Conflict."""
+        self._owned_by(owner, submission_id)
+        with self._locked():
+            submission = self.get(submission_id)
+            self._owned_by(owner, submission_id, submission)
+            if not submission.status.ended:
+                raise Conflict(f"submission {submission_id} has not ended "
+                               f"({submission.status})")
+            self._remove(submission_id, submission.status, submission.owner)
+        return submission
+
+    def _remove(self, submission_id: str, status: SubmissionStatus,
+                owner: str | None) -> None:
+        # Under the lock. A callback still owed goes too: it would tell of nothing.
+        paths = [self._record_path(submission_id), self._ended_dir(status) / submission_id,
+                 self.callbacks_dir / submission_id, self.failed_callbacks_dir / submission_id]
+        if owner is not None:
+            paths.append(self._owned_path(owner, submission_id))
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     # -- submitting ---------------------------------------------------------
 

@@ -72,3 +72,48 @@ def test_an_entry_needs_one_shell_nix(evaluate) -> None:
         failed = evaluate(HOST, change)["failedAssertions"]
         assert failed == ["services.nixjail.environments.bad needs shellNix or shellNixFile, "
                           "exactly one."], failed
+
+
+COMPAT = """{
+  services.nixjail.environments.bash = {
+    shellNix = "{ pkgs ? import <nixpkgs> {} }: pkgs.mkShell { packages = [ pkgs.bash ]; }";
+    mainFile = "main.sh";
+    runSh = "bash main.sh";
+    judge0 = { ids = [ 46 ]; name = "Bash (5.0.0)"; };
+    piston = { language = "bash"; version = "5.2.0"; aliases = [ "sh" ]; };
+    codapi = { sandbox = "bash"; commands.run = { }; };
+  };
+  services.nixjail.settings.compat = {
+    judge0 = { enabled = true; allow_delete = true; };
+    piston = { enabled = true; anonymous = true; };
+    codapi = {
+      enabled = true;
+      anonymous = true;
+      allowed_origins = [ "https://docs.example.org" ];
+    };
+    anonymous_requests_per_minute = 10;
+  };
+}"""
+
+
+def test_the_front_ends_and_their_mappings_reach_the_settings(evaluate) -> None:
+    result = evaluate(HOST, COMPAT)
+    assert result["failedAssertions"] == []
+    (bash,) = result["settings"]["environments"]
+    assert bash["judge0"] == {"ids": [46], "name": "Bash (5.0.0)"}
+    assert bash["piston"] == {"language": "bash", "version": "5.2.0", "aliases": ["sh"]}
+    parsed = Settings.model_validate(result["etc"]["nixjail/settings.toml"]["value"])
+    compat = parsed.compat
+    assert (compat.judge0.enabled, compat.judge0.allow_delete) == (True, True)
+    assert (compat.piston.enabled, compat.piston.anonymous) == (True, True)
+    assert compat.codapi.allowed_origins == ["https://docs.example.org"]
+    assert compat.anonymous_requests_per_minute == 10
+    entry = parsed.catalog()["bash"]
+    assert entry.codapi is not None and list(entry.codapi.commands) == ["run"]
+    assert entry.judge0 is not None and entry.judge0.ids == [46]
+
+
+def test_an_entry_without_mappings_renders_none(evaluate) -> None:
+    result = evaluate(HOST, CATALOG)
+    for entry in result["settings"]["environments"]:
+        assert not {"judge0", "piston", "codapi"} & set(entry), entry

@@ -55,4 +55,9 @@ def create_app(spool: Spool, settings: Settings, *,
     app.add_route("/healthz", HealthResource(spool, parts,
                                               min_free_bytes=settings.api.max_body_bytes))
     app.add_route("/metrics", MetricsResource(metrics))
+    # Imported here: the front ends build on the API's modules.
+    from nixjail.compat import mount as mount_compat
+
+    mount_compat(app, spool, settings, kick=kick, waits=waits,
+                 created=metrics.submissions_created.inc)
     return app

@@ -83,6 +83,10 @@ class Caller:
 
 # What every request is without a tokens file.
 LOCAL_CALLER = Caller(tenant=None, admin=True)
+# A caller without a token, where a compatibility front end takes them
+# (nixjail.compat.anonymous); no token's tenant may take its name.
+ANONYMOUS_TENANT = "anonymous"
+ANONYMOUS_CALLER = Caller(tenant=ANONYMOUS_TENANT, admin=False)
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,11 @@ class TokenFile:
                                 "the first a letter or digit; line ignored",
                                 self.path, number)
                     continue
+                if words[2] == ANONYMOUS_TENANT:
+                    # Its submissions would be every anonymous caller's to read.
+                    log.warning("%s:%d: the tenant %s is the one of callers without a "
+                                "token; line ignored", self.path, number, ANONYMOUS_TENANT)
+                    continue
                 first, where = tenants.setdefault(digest, (words[2], number))
                 if first != words[2]:
                     log.warning("%s:%d: this token has tenant %s (line %d); line ignored",
@@ -164,6 +173,10 @@ class AuthMiddleware:
     tells the resource who calls (`req.context.caller`).
 
     Resources without a `role` (health, metrics, the OpenAPI document) are open.
+    A resource may also declare `x_auth_token = True` (the token may come as
+    `X-Auth-Token: TOKEN`, as Judge0's clients send it) and `anonymous`, a
+    gate (`nixjail.compat.anonymous.AnonymousGate`) that admits callers
+    without a token as the anonymous tenant.
     """
 
     def __init__(self, tokens: TokenFile | None) -> None:
@@ -182,10 +195,16 @@ class AuthMiddleware:
                                [FieldError(field="Authorization", reason=reason)])
             req.context.caller = LOCAL_CALLER
             return
-        scheme, _, token = (req.auth or "").partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise ApiError(401, "unauthorized", "send 'Authorization: Bearer TOKEN'",
+        x_auth_token = getattr(resource, "x_auth_token", False)
+        token = self._token(req, x_auth_token)
+        if token is None:
+            gate = getattr(resource, "anonymous", None)
+            if gate is not None and role == "submitter":
+                req.context.caller = gate.admit(req)
+                return
+            how = "'Authorization: Bearer TOKEN'" + (
+                " or 'X-Auth-Token: TOKEN'" if x_auth_token else "")
+            raise ApiError(401, "unauthorized", f"send {how}",
                            headers={"WWW-Authenticate": "Bearer"})
         roles, tenant = self.tokens.lookup(token)
         if not roles:
@@ -194,3 +213,19 @@ class AuthMiddleware:
         if not roles & GRANTS[role]:
             raise ApiError(403, "forbidden", f"this needs a {needs(role)} token")
         req.context.caller = Caller(tenant=tenant, admin="admin" in roles)
+
+    @staticmethod
+    def _token(req: falcon.Request, x_auth_token: bool) -> str | None:
+        """The token the request sends, None when it sends none; an Authorization
+        header that is not a bearer token is refused, not passed over."""
+        if req.auth is not None:
+            scheme, _, token = req.auth.partition(" ")
+            token = token.strip()
+            if scheme.lower() != "bearer" or not token:
+                raise ApiError(401, "unauthorized", "send 'Authorization: Bearer TOKEN'",
+                               headers={"WWW-Authenticate": "Bearer"})
+            return token
+        if x_auth_token:
+            token = (req.get_header("X-Auth-Token") or "").strip()
+            return token or None
+        return None

@@ -40,9 +40,8 @@ def invalid(field: str, reason: str, *, status: int = 400,
     return ApiError(status, title, f"{field}: {reason}", [FieldError(field=field, reason=reason)])
 
 
-def serialize_error(req: falcon.Request, resp: falcon.Response,
-                    exc: falcon.HTTPError) -> None:
-    """Always JSON, whatever the client accepts: one shape for every error."""
+def error_body(req: falcon.Request, exc: falcon.HTTPError) -> ErrorBody:
+    """The title, sentence and fields at fault of any error, falcon's own too."""
     code = exc.status_code
     title = exc.title or ""
     if not title or title.startswith(str(code)):
@@ -52,8 +51,13 @@ def serialize_error(req: falcon.Request, resp: falcon.Response,
     description = exc.description or _default_description(req, code, title)
     errors = getattr(exc, "errors", None) or [
         FieldError(field=_FIELD_AT_FAULT.get(code, "request"), reason=description)]
-    body = ErrorBody(title=title, description=description, errors=errors)
-    resp.data = body.model_dump_json().encode()
+    return ErrorBody(title=title, description=description, errors=errors)
+
+
+def serialize_error(req: falcon.Request, resp: falcon.Response,
+                    exc: falcon.HTTPError) -> None:
+    """Always JSON, whatever the client accepts: one shape for every error."""
+    resp.data = error_body(req, exc).model_dump_json().encode()
     resp.content_type = falcon.MEDIA_JSON
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import falcon
 
+from nixjail.api.admission import QueueFull, admit
 from nixjail.api.auth import Caller
 from nixjail.api.errors import ApiError
 from nixjail.api.media import parse_body, parse_query, respond
@@ -19,9 +20,6 @@ from nixjail.api.schemas import FieldError, ItemQuery, ListQuery, WaitQuery
 from nixjail.models import Submission, SubmissionPage, SubmissionRequest, SubmissionSummary
 from nixjail.settings import Settings
 from nixjail.spool import Spool
-
-# What a refused submitter is told to wait before trying again.
-QUEUE_FULL_RETRY_S = 5
 
 
 class WaitSlots:
@@ -86,16 +84,13 @@ class SubmissionCollection(_Base):
         query = parse_query(req, WaitQuery)
         request = parse_body(req, SubmissionRequest, self.settings.api.max_body_bytes,
                              parse=lambda raw: self.settings.validate_request(raw, strict=True))
-        queued = self.spool.count_queued()
-        if queued >= self.settings.api.max_queued:
-            reason = (f"{queued} jobs are waiting, the most this server queues; "
-                      f"try again in {QUEUE_FULL_RETRY_S} s")
-            raise ApiError(429, "too many requests", reason,
-                           [FieldError(field="queue", reason=reason)],
-                           headers={"Retry-After": str(QUEUE_FULL_RETRY_S)})
-        submission = self.spool.create(request, owner=self._caller(req).tenant)
-        self.created()
-        self.kick()
+        try:
+            submission = admit(self.spool, self.settings, request, self._caller(req).tenant,
+                               self.kick, created=self.created)
+        except QueueFull as full:
+            raise ApiError(429, "too many requests", full.reason,
+                           [FieldError(field="queue", reason=full.reason)],
+                           headers={"Retry-After": str(full.retry_after_s)}) from None
         resp.location = f"{self.settings.api.public_url or ''}/v1/submissions/{submission.id}"
         submission = self._waited(submission, query.wait, resp)
         respond(resp, submission, self._status(submission))
