@@ -76,7 +76,9 @@ def stack_rows(args: argparse.Namespace, report: Report) -> None:
         if "latency" in args.only:
             progress("measuring latency")
             floor, timed = latency.measure(serve, docker_client, image, args.runs)
-            report.rows += latency.rows(floor, timed)
+            with Serve(settings_toml=latency.NO_POOL_SETTINGS) as no_pool:
+                cold_floor, cold = latency.measure(no_pool, docker_client, image, args.runs)
+            report.rows += latency.rows(floor, timed, cold_floor, cold)
             report.breakdown, report.breakdown_notes, total_ms = latency.breakdown(
                 timed, spool, containers)
             report.context["breakdown_latency_ms"] = total_ms

@@ -224,6 +224,12 @@ class SpoolEvents:
             os.close(fd)
 
 
+def _named(container_name: str) -> str | None:
+    parts = container_name.split("-")
+    return parts[1] if len(parts) == 3 and parts[0] == "nixjail" \
+        and is_submission_id(parts[1]) else None
+
+
 class DockerEvents:
     """Docker's events of one runner's containers, by submission: (wall clock
     seconds, "container ACTION")."""
@@ -241,7 +247,10 @@ class DockerEvents:
         with contextlib.suppress(Exception):  # the stream ends when closed
             for event in self._stream:
                 attributes = event.get("Actor", {}).get("Attributes", {})
-                submission_id = attributes.get(LABEL_SUBMISSION)
+                # A warm pool's container has no submission label: the name
+                # it takes when a submission takes it (nixjail-ID-ATTEMPT) says.
+                submission_id = attributes.get(LABEL_SUBMISSION) or _named(
+                    attributes.get("name", ""))
                 action = event.get("Action") or event.get("status", "")
                 if submission_id and not action.startswith("exec_"):
                     with self._lock:

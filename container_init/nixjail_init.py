@@ -101,7 +101,9 @@ class Init:
         self.emitter = emitter
         self.reaper = reaper
         self.reader = reader
-        self.deadline = time.monotonic() + JOB_WAIT_S
+        # A warm pool's container waits long for its job; the runner says how long.
+        self.deadline = time.monotonic() + float(
+            os.environ.get("NIXJAIL_JOB_WAIT_S") or JOB_WAIT_S)
 
     def read_line(self, what: str) -> bytes:
         """Wait for one stdin line until the deadline, a signal, or EOF."""

@@ -56,6 +56,9 @@ class ContainerSpec:
     store_mib: int
     store_inodes: int
     read_only_mounts: dict[Path, str] = field(default_factory=dict)
+    # How long container init waits for its job (a warm pool's container
+    # waits long); None: init's own default.
+    job_wait_s: float | None = None
 
 
 def client() -> docker.DockerClient:
@@ -133,7 +136,11 @@ def create(docker_client: docker.DockerClient, spec: ContainerSpec) -> Container
     def create_container() -> dict:
         return api.create_container(spec.image, name=spec.name, labels=spec.labels,
                                     stdin_open=True, host_config=host_config,
-                                    environment={"NIXJAIL_STATE_DIR": STATE_DIR})
+                                    environment=environment)
+
+    environment = {"NIXJAIL_STATE_DIR": STATE_DIR}
+    if spec.job_wait_s is not None:
+        environment["NIXJAIL_JOB_WAIT_S"] = str(spec.job_wait_s)
 
     try:
         try:
@@ -149,6 +156,21 @@ def create(docker_client: docker.DockerClient, spec: ContainerSpec) -> Container
     except docker.errors.APIError as exc:
         raise ToolError(f"docker refused the container: {exc.explanation}") from None
     return docker_client.containers.get(created["Id"])
+
+
+def rename(docker_client: docker.DockerClient, container: Container,
+           spec: ContainerSpec) -> None:
+    """Give a created container `spec`'s name (a warm pool's container, once
+    a submission takes it)."""
+    try:
+        try:
+            container.rename(spec.name)
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409 or not _remove_stale(docker_client, spec):
+                raise
+            container.rename(spec.name)
+    except docker.errors.APIError as exc:
+        raise ToolError(f"docker refused to rename the container: {exc.explanation}") from None
 
 
 def _remove_stale(docker_client: docker.DockerClient, spec: ContainerSpec) -> bool:

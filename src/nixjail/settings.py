@@ -120,6 +120,11 @@ class RunnerSettings(BaseModel):
         default=131072, gt=0,
         description="Files and directories that private store can hold")
     cpus: float = Field(default=1.0, gt=0, description="CPUs each submission's container gets")
+    pool_size: int = Field(
+        default=0, ge=0,
+        description="Containers kept started ahead of need (the warm pool), by the "
+        "environments that ran last; each serves one submission. 0: none (`nixjail serve` "
+        "without a settings file keeps 2)")
     api_url: str | None = Field(default=None,
                                 description="Lease from a remote API instead of the spool")
     api_token_file: Path | None = None

@@ -103,10 +103,15 @@ def wait_for_http(url: str, timeout: float = 20) -> None:
             time.sleep(0.1)
 
 
-def our_containers(runner_name: str) -> list:
+def our_containers(runner_name: str, *, warm: bool = False) -> list:
+    """The runner's submission containers; with `warm`, its warm pool's
+    containers that no submission took yet (named nixjail-pool-*) instead."""
     # Sparse: without a look at each one, which a removal under way would fail.
-    return docker.from_env().containers.list(
+    listed = docker.from_env().containers.list(
         all=True, sparse=True, filters={"label": f"org.nixjail.runner={runner_name}"})
+    return [container for container in listed
+            if any(name.startswith("/nixjail-pool-") for name in container.attrs.get(
+                "Names", [])) == warm]
 
 
 def our_container_names(runner_name: str, *, running: bool = False) -> list[str]:
@@ -239,7 +244,8 @@ nixpkgs = "{FIXTURE_NIXPKGS}"
             process.terminate()
         for process in processes:
             process.wait(timeout=30)
-        for container in our_containers(runner_name):
+        for container in [*our_containers(runner_name),
+                          *our_containers(runner_name, warm=True)]:
             container.remove(force=True)
         shutil.rmtree(run_dir, ignore_errors=True)
 

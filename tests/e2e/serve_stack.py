@@ -130,7 +130,8 @@ def clean_up(served: Served) -> None:
     if served.process.poll() is None:
         os.killpg(served.process.pid, signal.SIGKILL)
         served.process.wait(timeout=30)
-    for container in our_containers(served.runner_name):
+    for container in [*our_containers(served.runner_name),
+                      *our_containers(served.runner_name, warm=True)]:
         container.remove(force=True)
     shutil.rmtree(served.run_dir, ignore_errors=True)
 

@@ -16,6 +16,11 @@ from serve_stack import Served, clean_up, serving, stage_stdout, start_serve
 pytestmark = [pytest.mark.docker, pytest.mark.nix]
 
 
+def containers_of(served: Served, submission_id: str) -> list[str]:
+    return [name for name in our_container_names(served.runner_name)
+            if name.startswith(f"nixjail-{submission_id}-")]
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     yield from serving(tmp_path)
@@ -80,6 +85,7 @@ def test_stopping_leaves_no_container_and_no_process(tmp_path: Path, how: str) -
             code = served.stop(signal.SIGINT, group=True)
         assert code == 0, served.log[-3000:]
         assert our_containers(served.runner_name) == []
+        assert our_containers(served.runner_name, warm=True) == []
         assert served.leftover_processes() == []
         assert "Traceback" not in served.log, served.log[-3000:]
         assert f"stopped (stopped by {'SIGTERM' if how == 'SIGTERM' else 'SIGINT'})" \
@@ -154,14 +160,38 @@ def test_cancelling_a_running_submission_stops_its_container_once_and_drops_its_
     roots = served.base / "state" / "gcroots" / "running"
     submission_id = served.create(run_sh="sleep 30", limits={"run": {"wall_time_s": 40}})
     served.wait_until("running", lambda: served.status_of(submission_id) == "running"
-                      and our_containers(served.runner_name))
+                      and containers_of(served, submission_id))
     assert sorted(p.name for p in roots.iterdir() if p.name.startswith(submission_id)) == [
         f"{submission_id}-inputs", f"{submission_id}-script"]
     status, cancelled = served.api.request("DELETE", f"/v1/submissions/{submission_id}")
     assert (status, cancelled["status"]) == (200, "cancelled")
-    served.wait_until("its container gone", lambda: not our_containers(served.runner_name))
+    served.wait_until("its container gone", lambda: not containers_of(served, submission_id))
     served.wait_until("its roots gone", lambda: not any(
         p.name.startswith(submission_id) for p in roots.iterdir()))
     # The next submission runs as ever, and nothing went wrong on the way.
     assert stage_stdout(served.api.submit(run_sh="echo next")) == "next\n"
     assert "ERROR" not in served.log and "Traceback" not in served.log, served.log[-3000:]
+
+
+def test_the_warm_pool_learns_the_environment_and_gives_each_container_to_one_submission(
+        served: Served) -> None:
+    roots = served.base / "state" / "gcroots" / "running"
+
+    def warm() -> set[str]:
+        return {c.id for c in our_containers(served.runner_name, warm=True)}
+
+    assert stage_stdout(served.api.submit(run_sh="echo cold")) == "cold\n"
+    before = served.wait_until("2 warm containers", lambda: (w := warm()) and len(w) == 2 and w)
+    # Each holds its environment's closure against the garbage collector.
+    assert len([p for p in roots.iterdir() if p.name.startswith("nixjail-pool-")]) == 4
+    leaver = served.api.submit(run_sh="echo secret > /work/left; echo $$ > /tmp/left; echo took")
+    assert stage_stdout(leaver) == "took\n"
+    after = served.wait_until("a replacement", lambda: (w := warm()) and len(w) == 2
+                              and w != before and w)
+    assert len(before - after) == 1, (before, after)  # one taken, one made for it
+    # The next submission gets a container nobody used: nothing of the last one.
+    looker = served.api.submit(run_sh="ls -A /work /tmp")
+    assert "left" not in stage_stdout(looker), stage_stdout(looker)
+    assert served.stop() == 0
+    assert our_containers(served.runner_name, warm=True) == []
+    assert not any(p.name.startswith("nixjail-pool-") for p in roots.iterdir())

@@ -83,6 +83,10 @@ def _nixpkgs() -> Path:
                        "runner.nixpkgs and cache_builder.nixpkgs in a settings file")
 
 
+# The local default keeps this many containers warm (runner.pool_size).
+SERVE_POOL_SIZE = 2
+
+
 def _place(settings: Settings, state_dir: Path | None, run_dir: Path | None) -> None:
     """Move the state (and everything kept under it) and the run dir."""
     if state_dir is not None:
@@ -105,6 +109,7 @@ def host_settings(args: argparse.Namespace) -> Settings:
     else:
         settings = Settings()
         settings.cache_builder.enabled = True
+        settings.runner.pool_size = SERVE_POOL_SIZE
         state_dir = state_dir or _default_state_dir()
         run_dir = run_dir or _default_run_dir(state_dir)
     _place(settings, state_dir, run_dir)

@@ -8,7 +8,8 @@ systemd starts it when the API connects to the kick socket after an enqueue
 (socket activation); it leases run jobs until none has come for
 `idle_exit_s`, then exits, and the socket starts it again on the next kick.
 On start it removes what a crashed predecessor left: its labelled containers
-and the leases it held.
+and the leases it held. With `pool_size`, it keeps that many containers
+started ahead of need (`nixjail.runner.pool`) and removes them when it exits.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from nixjail import holders, systemd
 from nixjail.client import LeasedJob, LeaseSource
 from nixjail.errors import NixjailError
 from nixjail.leasing import lease_source, serve_jobs
-from nixjail.runner.worker import run_submission
+from nixjail.runner.pool import WarmPool
+from nixjail.runner.worker import pool_preparer, run_submission
 from nixjail.settings import Settings
 from nixjail.spool import Queue, Spool
 
@@ -92,6 +94,7 @@ class Runner:
         self._docker_failures = 0
         self._docker_back_at = 0.0
         self._docker_failure = ""
+        self.pool: WarmPool | None = None  # made when serving, with runner.pool_size
 
     def stop(self) -> None:
         """Stop leasing; the submissions running now get `stop_grace_s` to end,
@@ -154,13 +157,20 @@ class Runner:
         if listener is not None:
             kicked = threading.Event()
             KickListener(listener, kicked).start()
+        if self.settings.runner.pool_size:
+            self.pool = WarmPool(self.docker, self.settings.runner.pool_size,
+                                 pool_preparer(self.settings, self.name, self.holder))
         systemd.notify("READY=1")
-        serve_jobs(self.source, Queue.run, self.holder,
-                   slots=self.settings.runner.concurrency,
-                   idle_exit_s=self.settings.runner.idle_exit_s,
-                   process=self._run_one, stopping=self.stopping, kicked=kicked,
-                   ready=self._docker_unready)
-        systemd.notify("STOPPING=1")
+        try:
+            serve_jobs(self.source, Queue.run, self.holder,
+                       slots=self.settings.runner.concurrency,
+                       idle_exit_s=self.settings.runner.idle_exit_s,
+                       process=self._run_one, stopping=self.stopping, kicked=kicked,
+                       ready=self._docker_unready)
+        finally:
+            systemd.notify("STOPPING=1")
+            if self.pool is not None:
+                self.pool.stop()
 
     def _docker_failed(self, reason: str) -> None:
         self._docker_failures += 1
@@ -186,7 +196,8 @@ class Runner:
         try:
             failures = self._docker_failures
             run_submission(self.source, self.docker, self.settings, self.name, leased,
-                           stopping=self.stopping, host_failed=self._docker_failed)
+                           stopping=self.stopping, host_failed=self._docker_failed,
+                           pool=self.pool)
             if self._docker_failures == failures:
                 self._docker_failures = 0  # dockerd ran it: it is back
         except Exception:

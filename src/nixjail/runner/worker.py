@@ -28,12 +28,12 @@ from nixjail.leasing import LeaseKeeper
 from nixjail.models import (
     STAGES,
     CaseResult,
-    Environment,
     ResolvedLimits,
     ResolvedStageLimits,
     StageResult,
     Submission,
 )
+from nixjail.runner.pool import POOL_JOB_WAIT_S, PoolKey, Prepare, WarmPool
 from nixjail.settings import RunnerSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -97,18 +97,19 @@ def overall_deadline_s(limits: ResolvedStageLimits,
 def run_submission(source: LeaseSource, docker_client: docker.DockerClient,
                    settings: Settings, runner_name: str, leased: LeasedJob, *,
                    stopping: threading.Event | None = None,
-                   host_failed: Callable[[str], None] | None = None) -> None:
+                   host_failed: Callable[[str], None] | None = None,
+                   pool: WarmPool | None = None) -> None:
     """Run one leased submission to its end and complete its lease.
 
     When `stopping` is set the runner removes its containers (see
     `Runner.stop`); the lease is then given back, not completed, so the
     submission runs again once a runner is back. When dockerd fails (not
     the submission), the job goes back without using up an attempt and
-    `host_failed` hears why.
+    `host_failed` hears why. With a `pool`, a warm container of the
+    submission's environment is taken when there is one.
     """
     lease, submission, limits = leased
     stopping = stopping or threading.Event()
-    config = settings.runner
     error: str | None = None  # ends the submission as error
     retry: str | None = None  # give the job back
     tried = True  # whether that try counts as an attempt
@@ -125,23 +126,36 @@ def run_submission(source: LeaseSource, docker_client: docker.DockerClient,
     keeper = LeaseKeeper(source, lease, settings.lease_s / 3, on_lost=stop_container)
     keeper.start()
     try:
-        mounts = {}
-        if config.nixpkgs is not None:
-            mounts[config.nixpkgs] = NIXPKGS_IN_CONTAINER
-        if submission.environment is not None:
-            roots = _substitute(config, submission.id, submission.environment)
-            mounts.update(_closure_mounts(config, submission.environment))
-        spec = _container_spec(config, runner_name, lease.holder, submission, limits, mounts)
-        container = nj_docker.create(docker_client, spec)
+        name = f"nixjail-{submission.id}-{submission.attempts}"
+        needed = container_needs(settings.runner, limits)
+        key = pool_key(submission)
+        warm = pool.take(key, lambda spec: spec.pids >= needed.pids) \
+            if pool is not None else None
+        if warm is not None:
+            container, channel, roots = warm.container, warm.channel, warm.roots
+            spec = replace(warm.spec, name=name, memory_mib=needed.memory_mib)
+            # Found by its name from now on (labels cannot change).
+            nj_docker.rename(docker_client, container, spec)
+        else:
+            if key is not None:
+                roots = _substitute(settings.runner, submission.id, key)
+            mounts = environment_mounts(settings.runner, key)
+            spec = replace(needed, name=name, read_only_mounts=mounts, labels={
+                **needed.labels, nj_docker.LABEL_RUNNER: runner_name,
+                nj_docker.LABEL_SUBMISSION: submission.id, nj_docker.LABEL_HOLDER: lease.holder})
+            container = nj_docker.create(docker_client, spec)
+            channel = None
         # Created before this look: a stop that came later finds it by its label.
         if stopping.is_set():
             raise RunnerStopping("the runner stopped")
-        channel = nj_docker.InitChannel(container)
-        container.start()
+        if channel is None:
+            channel = nj_docker.InitChannel(container)
+            container.start()
         channel.send(container_job(
-            submission, limits, NIXPKGS_IN_CONTAINER if config.nixpkgs else None,
+            submission, limits, NIXPKGS_IN_CONTAINER if settings.runner.nixpkgs else None,
             max_output_file_bytes=settings.judging.max_output_file_bytes))
-        error = _follow(channel, source, keeper, limits, spec)
+        error = _follow(channel, source, keeper, limits, spec,
+                        memory_mib=warm.spec.memory_mib if warm is not None else spec.memory_mib)
         if error is None and not keeper.lost.is_set():
             status = container.wait(timeout=30)
             if status.get("StatusCode", 0) != 0:
@@ -160,6 +174,10 @@ def run_submission(source: LeaseSource, docker_client: docker.DockerClient,
             host_failed(retry)
     finally:
         keeper.stop()
+    try:
+        _settle(source, keeper, submission.id, stopping, retry, tried, error)
+    finally:
+        # After the submission's end is recorded: its answer waits for no removal.
         try:
             stop_container()
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
@@ -167,6 +185,12 @@ def run_submission(source: LeaseSource, docker_client: docker.DockerClient,
         finally:
             for root in roots:
                 nix.remove_gc_root(root)
+
+
+def _settle(source: LeaseSource, keeper: LeaseKeeper, submission_id: str,
+            stopping: threading.Event, retry: str | None, tried: bool,
+            error: str | None) -> None:
+    """Complete the lease, or give the job back."""
     if keeper.lost.is_set():
         return  # cancelled, or requeued for another worker: nothing more to say
     if stopping.is_set() and (retry or error):
@@ -174,12 +198,40 @@ def run_submission(source: LeaseSource, docker_client: docker.DockerClient,
         retry, tried = "the runner stopped while running it", False
     try:
         if retry is not None:
-            log.warning("giving %s back: %s", submission.id, retry)
+            log.warning("giving %s back: %s", submission_id, retry)
             source.release(keeper.lease, retry, tried=tried)
         else:
             source.complete(keeper.lease, error=error)
     except LeaseLost as exc:
         log.info("completing: %s", exc)
+
+
+def pool_key(submission: Submission) -> PoolKey:
+    """The environment a container for `submission` is made for."""
+    environment = submission.environment
+    return None if environment is None else (environment.inputs, environment.script)
+
+
+def pool_preparer(settings: Settings, runner_name: str, holder: str) -> Prepare:
+    """How the warm pool makes a container for an environment: its closure
+    substituted and rooted, mounted as for a submission, the default limits."""
+    config = settings.runner
+
+    def prepare(key: PoolKey, name: str) -> tuple[nj_docker.ContainerSpec, list[Path]]:
+        roots = [] if key is None else _substitute(config, name, key)
+        try:
+            needed = container_needs(config, settings.limits_default)
+            spec = replace(needed, name=name, job_wait_s=POOL_JOB_WAIT_S,
+                           read_only_mounts=environment_mounts(config, key),
+                           labels={nj_docker.LABEL_RUNNER: runner_name,
+                                   nj_docker.LABEL_HOLDER: holder})
+        except BaseException:
+            for root in roots:
+                nix.remove_gc_root(root)
+            raise
+        return spec, roots
+
+    return prepare
 
 
 class RunnerStopping(Exception):
@@ -192,50 +244,55 @@ class ContainerGone(Exception):
     job goes back to the queue, and counts as an attempt."""
 
 
-def _substitute(config: RunnerSettings, submission_id: str,
-                environment: Environment) -> list[Path]:
-    """Make the environment valid in this worker's store, from the cache
-    builders only, and hold it with GC roots while the submission runs."""
-    paths = [environment.inputs, environment.script]
+def _substitute(config: RunnerSettings, owner: str, key: tuple[str, str]) -> list[Path]:
+    """Make an environment (its inputs and script paths) valid in this
+    worker's store, from the cache builders only, and hold it with GC roots
+    (named for `owner`: a submission, a pool container) while it is in use."""
+    paths = list(key)
     config.gc_roots_dir.mkdir(parents=True, exist_ok=True)
     # Two copies of one path into a store that no daemon guards (a chroot
-    # store) corrupt each other: substitute one submission at a time.
+    # store) corrupt each other: substitute one at a time.
     with open(config.gc_roots_dir / ".substitute.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         nix.realise_from_cache(paths, store=config.store, caches=config.caches,
                                public_keys=config.trusted_public_keys,
                                timeout_s=config.substitute_timeout_s)
     roots = []
-    for name, path in (("inputs", environment.inputs), ("script", environment.script)):
-        root = config.gc_roots_dir / f"{submission_id}-{name}"
+    for name, path in zip(("inputs", "script"), paths, strict=True):
+        root = config.gc_roots_dir / f"{owner}-{name}"
         nix.add_gc_root(config.store, path, root)
         roots.append(root)
     return roots
 
 
-def _closure_mounts(config: RunnerSettings, environment: Environment) -> dict[Path, str]:
-    """The environment's closure, path by path, as the container's whole /nix/store.
+def environment_mounts(config: RunnerSettings, key: PoolKey) -> dict[Path, str]:
+    """What a container for `environment` mounts read-only: nixpkgs, and the
+    environment's closure, path by path, as the container's whole /nix/store.
 
     Not the host's store: that holds every other submission's environment
     (and whatever secrets their shell.nix put into it).
     """
+    mounts = {}
+    if config.nixpkgs is not None:
+        mounts[config.nixpkgs] = NIXPKGS_IN_CONTAINER
+    if key is None:
+        return mounts
     store_dir = nix.store_dir(config.store)
-    closure = nix.closure_registration_times(config.store,
-                                             [environment.inputs, environment.script])
-    return {store_dir / Path(path).name: f"/nix/store/{Path(path).name}"
-            for path in sorted(closure)}
+    closure = nix.closure_registration_times(config.store, list(key))
+    mounts.update({store_dir / Path(path).name: f"/nix/store/{Path(path).name}"
+                   for path in sorted(closure)})
+    return mounts
 
 
-def _container_spec(config: RunnerSettings, runner_name: str, holder: str,
-                    submission: Submission, limits: ResolvedStageLimits,
-                    mounts: dict[Path, str]) -> nj_docker.ContainerSpec:
+def container_needs(config: RunnerSettings, limits: ResolvedStageLimits
+                    ) -> nj_docker.ContainerSpec:
+    """The container that submissions of these limits need, but for its
+    name, labels and mounts."""
     stage_limits: list[ResolvedLimits] = [getattr(limits, stage) for stage in STAGES]
     spec = nj_docker.ContainerSpec(
         image=config.image,
-        name=f"nixjail-{submission.id}-{submission.attempts}",
-        labels={nj_docker.LABEL_RUNNER: runner_name,
-                nj_docker.LABEL_SUBMISSION: submission.id,
-                nj_docker.LABEL_HOLDER: holder},
+        name="",
+        labels={},
         memory_mib=0,
         pids=max(s.processes for s in stage_limits) + INIT_PROCESSES,
         cpus=config.cpus,
@@ -243,7 +300,6 @@ def _container_spec(config: RunnerSettings, runner_name: str, holder: str,
         work_dir_inodes=config.work_dir_inodes,
         store_mib=config.store_mib,
         store_inodes=config.store_inodes,
-        read_only_mounts=mounts,
     )
     return replace(spec, memory_mib=created_memory_mib(spec, limits))
 
@@ -279,8 +335,10 @@ def stage_memory_mib(spec: nj_docker.ContainerSpec, limits: ResolvedStageLimits,
 
 
 def _follow(channel: nj_docker.InitChannel, source: LeaseSource, keeper: LeaseKeeper,
-            limits: ResolvedStageLimits, spec: nj_docker.ContainerSpec) -> str | None:
-    """Act on container init's events until it finishes; the error, if it failed."""
+            limits: ResolvedStageLimits, spec: nj_docker.ContainerSpec, *,
+            memory_mib: int) -> str | None:
+    """Act on container init's events until it finishes; the error, if it
+    failed. `memory_mib` is the container's memory limit now."""
     reported = set()
     for event in channel.events():
         kind = event.get("event")
@@ -288,8 +346,10 @@ def _follow(channel: nj_docker.InitChannel, source: LeaseSource, keeper: LeaseKe
             stage = event.get("stage")
             if stage not in STAGES:
                 return f"container init asked to start an unknown stage {stage!r}"
-            nj_docker.set_memory(channel.container, stage_memory_mib(
-                spec, limits, stage, event.get("memory_in_use_kib")))
+            wanted = stage_memory_mib(spec, limits, stage, event.get("memory_in_use_kib"))
+            if wanted != memory_mib:  # an update costs milliseconds on the path
+                nj_docker.set_memory(channel.container, wanted)
+                memory_mib = wanted
             channel.send({"go": True})
         elif kind == "stage_finished":
             try:
