@@ -183,8 +183,11 @@ class Snapshot:
         tags = [self.nonce] + ([submission_id] if submission_id else [])
         label = f"{LABEL_SUBMISSION}={submission_id or self.nonce}"
         checks = {
+            # A warm pool's container carries no submission label: its name tells.
             "containers": lambda: [c.name for c in client.containers.list(
-                all=True, filters={"label": label})],
+                all=True, filters={"label": label})] + ([c.name for c in client.containers.list(
+                    all=True, filters={"name": f"^nixjail-{submission_id}-"})]
+                    if submission_id else []),
             "processes": lambda: self._processes(served, tags),
             "cgroups": lambda: self._cgroups(client, label, tags),
             "files": lambda: self._files(served, tags),
