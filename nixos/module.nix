@@ -371,6 +371,8 @@ in
             );
             # Nothing kicks a worker of its own: it waits for work (long polls) until stopped.
             idle_exit_s = lib.mkIf remoteWorker (lib.mkDefault "never");
+            # Containers started ahead of need, so a submission's run waits for no start.
+            pool_size = lib.mkDefault 2;
             caches = lib.mkIf (cfg.caches != [ ]) cfg.caches;
             trusted_public_keys = lib.mkIf (cfg.cachePublicKeys != [ ]) cfg.cachePublicKeys;
           };

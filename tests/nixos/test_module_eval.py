@@ -156,6 +156,7 @@ def test_the_settings_file_is_what_nixjail_accepts(hosts, layout: str) -> None:
     assert settings.api.listen == EXPECTED[layout]["listen"]
     assert settings.cache_builder.enabled is EXPECTED[layout]["cache_builder_enabled"]
     assert str(settings.runner.nixpkgs).startswith("/nix/store/")
+    assert settings.runner.pool_size == 2  # the warm pool is on
     # Secrets are credentials of the unit that reads them, never store paths.
     services = result["services"]
     if "nixjail-api" in services:
