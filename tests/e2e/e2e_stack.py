@@ -3,6 +3,7 @@ processes, real dockerd and the runner image, the fixture nixpkgs."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+import docker.errors
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,6 +114,16 @@ def our_containers(runner_name: str, *, warm: bool = False) -> list:
     return [container for container in listed
             if any(name.startswith("/nixjail-pool-") for name in container.attrs.get(
                 "Names", [])) == warm]
+
+
+def containers_left(runner_name: str, timeout_s: float = 10) -> list:
+    """The runner's submission containers still there after `timeout_s`: the
+    runner removes a container once the submission's end is recorded, so
+    just after the answer it may be on its way out."""
+    deadline = time.monotonic() + timeout_s
+    while (left := our_containers(runner_name)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
 
 
 def our_container_names(runner_name: str, *, running: bool = False) -> list[str]:
@@ -246,7 +258,8 @@ nixpkgs = "{FIXTURE_NIXPKGS}"
             process.wait(timeout=30)
         for container in [*our_containers(runner_name),
                           *our_containers(runner_name, warm=True)]:
-            container.remove(force=True)
+            with contextlib.suppress(docker.errors.NotFound):  # gone meanwhile
+                container.remove(force=True)
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

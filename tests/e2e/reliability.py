@@ -21,6 +21,13 @@ FIGURES_ENV = "NIXJAIL_RELIABILITY_FIGURES"
 DEFAULT_FIGURES = Path("/tmp/nixjail-reliability.jsonl")
 
 
+
+def submission_of(container_name: str) -> str:
+    """The submission a container ran, by its name (nixjail-ID-ATTEMPT): a
+    warm pool's container, taken by a submission, has no submission label."""
+    parts = container_name.split("-")
+    return parts[1] if len(parts) == 3 and parts[0] == "nixjail" else "?"
+
 class FinishedRuns:
     """Containers of one runner that ended with container init's own success
     (exit 0): each is one whole run of a submission. A submission with two
@@ -42,7 +49,8 @@ class FinishedRuns:
             for event in self._events:
                 attributes = event.get("Actor", {}).get("Attributes", {})
                 if attributes.get("exitCode") == "0":
-                    self.counts[attributes.get(LABEL_SUBMISSION, "?")] += 1
+                    self.counts[attributes.get(LABEL_SUBMISSION)
+                                or submission_of(attributes.get("name", ""))] += 1
         except Exception:  # the stream closed
             return
 

@@ -3,6 +3,7 @@ dockerd, nix and the runner image, the fixture nixpkgs it finds by itself."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker.errors
 from e2e_stack import NIXJAIL, Stack, free_port, our_containers, wait_for_http
 
 # Every process `nixjail serve` starts inherits this variable: a process that
@@ -132,7 +134,8 @@ def clean_up(served: Served) -> None:
         served.process.wait(timeout=30)
     for container in [*our_containers(served.runner_name),
                       *our_containers(served.runner_name, warm=True)]:
-        container.remove(force=True)
+        with contextlib.suppress(docker.errors.NotFound):  # gone meanwhile
+            container.remove(force=True)
     shutil.rmtree(served.run_dir, ignore_errors=True)
 
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_stack import Stack, counted_shell, counter_file, our_containers
+from e2e_stack import Stack, containers_left, counted_shell, counter_file
 
 pytestmark = [pytest.mark.docker, pytest.mark.nix]
 
@@ -48,7 +48,7 @@ def test_the_second_submission_reuses_the_environment(cached_stack: Stack) -> No
     assert second["environment"] == environment
     assert second["stages"]["run"]["stdout"] == "counted\n"
     assert len(counter.read_text().splitlines()) == 1, "the environment was built again"
-    assert not our_containers(cached_stack.runner_name)
+    assert not containers_left(cached_stack.runner_name)
 
 
 def test_identical_environments_at_once_are_built_once(cached_stack: Stack) -> None:
@@ -91,7 +91,7 @@ def test_a_worker_refuses_an_environment_signed_by_another_key(wrong_key_stack: 
     assert "sign" in submission["error"], submission["error"]
     assert submission["stages"]["dependencies"]["status"] == "ok"
     assert submission["stages"]["run"]["status"] == "skipped"
-    assert not our_containers(wrong_key_stack.runner_name)
+    assert not containers_left(wrong_key_stack.runner_name)
 
 
 def test_without_a_cache_builder_the_worker_builds_after_the_wait(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from e2e_stack import Stack, our_containers
+from e2e_stack import Stack, containers_left
 
 pytestmark = [pytest.mark.docker, pytest.mark.nix]
 
@@ -16,7 +16,7 @@ def test_remote_runner_runs_a_submission(remote_stack: Stack) -> None:
     assert (run["status"], run["exit_code"], run["stdout"]) == (
         "nonzero_exit", 4, "from the submitter\n")
     assert submission["stages"]["dependencies"]["status"] == "ok"
-    assert not our_containers(remote_stack.runner_name)
+    assert not containers_left(remote_stack.runner_name)
 
 
 def test_the_worker_token_cannot_submit_and_no_token_cannot_lease(remote_stack: Stack) -> None:

@@ -184,10 +184,9 @@ class Snapshot:
         label = f"{LABEL_SUBMISSION}={submission_id or self.nonce}"
         checks = {
             # A warm pool's container carries no submission label: its name tells.
-            "containers": lambda: [c.name for c in client.containers.list(
-                all=True, filters={"label": label})] + ([c.name for c in client.containers.list(
-                    all=True, filters={"name": f"^nixjail-{submission_id}-"})]
-                    if submission_id else []),
+            "containers": lambda: _container_names(client, {"label": label}) + (
+                _container_names(client, {"name": f"^/?nixjail-{submission_id}-"})
+                if submission_id else []),
             "processes": lambda: self._processes(served, tags),
             "cgroups": lambda: self._cgroups(client, label, tags),
             "files": lambda: self._files(served, tags),
@@ -253,3 +252,10 @@ class Snapshot:
         if (stored := _new_store_mib(self.store_entries)) > STORE_SLACK_MIB:
             problems.append(f"{stored} MiB in store entries made since the attack began")
         return problems
+
+
+def _container_names(client: docker.DockerClient, filters: dict) -> list[str]:
+    # Sparse: a container removed between the listing and a look at it (the
+    # runner removes it once the submission's end is recorded) is no error.
+    return [name.lstrip("/") for container in client.containers.list(
+        all=True, sparse=True, filters=filters) for name in container.attrs.get("Names", [])[:1]]

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from e2e_stack import Stack, our_containers
+from e2e_stack import Stack, containers_left
 from serve_stack import SHELL_NIX, Served, serving, stage_stdout
 
 pytestmark = [pytest.mark.docker, pytest.mark.nix]
@@ -81,4 +81,4 @@ def attack(served: Served) -> None:
     assert benign["status"] == "done" and stage_stdout(benign) == "ok\n", benign
     status, page = bob.request("GET", "/v1/submissions")
     assert [item["id"] for item in page["items"]] == [benign["id"]]
-    assert not our_containers(served.runner_name)
+    assert not containers_left(served.runner_name)
