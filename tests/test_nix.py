@@ -195,7 +195,7 @@ def test_gc_command(signed_cache: SignedCache, chroot_store: str, tmp_path: Path
     nix.add_gc_root(chroot_store, first, roots / "kept")
     settings = tmp_path / "settings.toml"
     settings.write_text(f'[gc]\nstore = "{chroot_store}"\nroots_dir = "{roots}"\n'
-                        "root_max_age_s = 3600\n")
+                        "root_max_age_s = 3600\n[cache_builder]\nreuse_built_s = 600\n")
     parser = argparse.ArgumentParser()
     gc_cli.add_parser(parser.add_subparsers())
     args = parser.parse_args(["gc", "--settings", str(settings)])
