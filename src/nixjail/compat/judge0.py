@@ -165,12 +165,19 @@ class _Fields:
     def present(self, name: str) -> bool:
         return self.body.get(name) is not None
 
-    def text(self, name: str, *, base64_encoded: bool) -> bytes | None:
+    def _str(self, name: str) -> str | None:
+        """The field as a string; None when absent or (a fault noted) not one."""
         value = self.body.get(name)
         if value is None:
             return None
         if not isinstance(value, str):
             self.fault(name, "must be a string")
+            return None
+        return value
+
+    def text(self, name: str, *, base64_encoded: bool) -> bytes | None:
+        value = self._str(name)
+        if value is None:
             return None
         if not base64_encoded:
             return value.encode()
@@ -181,11 +188,8 @@ class _Fields:
             return None
 
     def string(self, name: str, max_chars: int) -> str | None:
-        value = self.body.get(name)
+        value = self._str(name)
         if value is None:
-            return None
-        if not isinstance(value, str):
-            self.fault(name, "must be a string")
             return None
         if len(value) > max_chars:
             self.fault(name, f"is too long (maximum is {max_chars} characters)")
