@@ -13,6 +13,7 @@ import binascii
 import contextlib
 import json
 import math
+import re
 import shlex
 from typing import Any
 
@@ -253,7 +254,8 @@ def build_request(settings: Settings, body: Any, *,
     most = settings.limits_max.run
     entry = None
     language_id = body.get("language_id")
-    if isinstance(language_id, str) and language_id.strip().isdigit():
+    # ASCII digits only: "²" is a digit to str.isdigit, not to int().
+    if isinstance(language_id, str) and re.fullmatch(r"\s*[0-9]+\s*", language_id):
         language_id = int(language_id)
     if language_id is None:
         fields.fault("language_id", "can't be blank")
@@ -522,7 +524,7 @@ class Languages(_Resource):
 class Language(_Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, language_id: str) -> None:
         entry = languages(self.ctx.settings).get(int(language_id)) \
-            if language_id.isdigit() and len(language_id) < 10 else None
+            if language_id.isascii() and language_id.isdigit() and len(language_id) < 10 else None
         if entry is None or entry.judge0 is None:
             raise _error(404, "Not Found", "language_id")
         _json(resp, {"id": int(language_id), "name": entry.judge0.name, "is_archived": False,
