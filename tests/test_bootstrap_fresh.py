@@ -24,6 +24,12 @@ pytestmark = pytest.mark.docker
 SCRIPT = r"""
 set -euo pipefail
 if getent group nixbld >/dev/null; then echo "not clean: nixbld exists"; exit 3; fi
+# Containers share the host's user ids, and a Nix daemon kills every process of
+# a build user's uid before it builds as that user. Bootstrap would give this
+# container's build users the host's own uids (the same system range, counted
+# down from the same start), so each daemon would kill the other's builds.
+# Taking the top of the range first gives them uids of their own.
+for i in $(seq 40); do useradd --system --no-create-home "taken$i"; done
 /repo/scripts/bootstrap nix 2>/tmp/first.log
 /repo/scripts/bootstrap nix 2>/tmp/second.log
 export NIX_REMOTE=daemon NIX_PATH=nixpkgs=/repo/tests/fixtures/nixpkgs
