@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -11,6 +13,7 @@ from cb_helpers import limits, request, salt, shell
 from test_builds import one_job
 
 from nixjail.cache_builder.build import BuilderConfig
+from nixjail.cache_builder.cgroup import JobCgroup
 from nixjail.cache_builder.jail import prepare_job_dir, run_jail
 from nixjail.models import StageStatus
 from nixjail.spool import Spool
@@ -99,10 +102,33 @@ def test_job_directories_and_cgroups_are_removed(builder, spool: Spool):
     leftovers = [p for p in config.work_dir.iterdir() if p.is_dir()]
     assert leftovers == []
     if config.cgroup_parent is not None:
-        import os
-
         mine = [p for p in config.cgroup_parent.iterdir()
                 if p.is_dir() and p.name.startswith(f"{os.getpid()}-")]
         assert mine == []
 
 
+
+
+def test_a_jobs_tasks_are_bounded_whoever_runs_them(builder):
+    # Builders run as build users, out of reach of the client's rlimits: only
+    # the job cgroup's pids limit stops a fork bomb there before the host's
+    # pids run out.
+    config: BuilderConfig = builder.config
+    assert config.cgroup_parent is not None, "no job cgroups on this machine"
+    group = JobCgroup(config.cgroup_parent, f"{os.getpid()}-tasks-{salt()}",
+                      64 * 1024 * 1024, max_tasks=8)
+    try:
+        assert group.tasks_limit_file is not None, "no pids controller for job cgroups"
+        assert group.tasks_limit_file.read_text().strip() == "8"
+        forks = subprocess.run(group.join_argv([
+            "setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+            "/bin/sh", "-c",
+            "for i in $(seq 30); do sleep 30 >/dev/null 2>&1 & done; echo started"]),
+            capture_output=True, text=True, timeout=30, check=False)
+        # The shell's fork is refused once the cgroup holds 8 tasks.
+        assert "started" not in forks.stdout and "Cannot fork" in forks.stderr, forks
+        assert 0 < len(group.pids()) <= 8, group.pids()
+    finally:
+        group.remove()
+    assert not group.path.exists()
+    assert group.pids_path is None or not group.pids_path.exists()

@@ -215,7 +215,8 @@ def _build(config: BuilderConfig, key: str, shell_nix: str, limits: ResolvedLimi
         if config.cgroup_parent is not None:
             extra = DAEMON_MEMORY_MIB if config.private_daemon else 0
             group = cg.JobCgroup(config.cgroup_parent, job_dir.name,
-                                 (limits.memory_mib + extra) * 1024 * 1024)
+                                 (limits.memory_mib + extra) * 1024 * 1024,
+                                 max_tasks=limits.processes + cg.JOB_OWN_TASKS)
         if config.private_daemon:
             daemon = _start_daemon(job_dir, group, jail.nsjail,
                                    daemon_options(limits, config.sandbox_paths), limits,
@@ -380,9 +381,9 @@ def _start_daemon(job_dir: Path, group: cg.JobCgroup | None, nsjail: str,
     argv = daemon_argv(nsjail, daemon, options, job_dir / "daemon-nsjail.log",
                        host_network=host_network)
     if group is not None:
-        # Joins the cgroup before it can fork a builder: it forks only on a
-        # connection, and the jail connects after the socket appears.
-        argv = ["/bin/sh", "-c", 'echo 0 > "$0" && exec "$@"', str(group.procs_file), *argv]
+        # In before it can fork a builder: it forks only on a connection, and
+        # the jail connects after the socket appears.
+        argv = group.join_argv(argv)
     log_file = open(job_dir / "daemon.log", "wb")  # noqa: SIM115 (closed with the daemon)
     try:
         proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log_file,

@@ -1,4 +1,4 @@
-"""One memory cgroup per dependencies job (cgroup v1 or v2).
+"""One memory and pids cgroup per dependencies job (cgroup v1 or v2).
 
 Everything a job runs goes into it: the jailed Nix client that evaluates the
 shell.nix and, with a private nix-daemon, every builder that daemon forks. So
@@ -6,6 +6,11 @@ the job's memory limit bounds evaluation and builds together, the kernel's
 OOM-kill counter of the cgroup says whether the limit was hit, its peak usage
 is the stage's `memory_kib`, and killing its processes stops the whole job,
 builds included.
+
+The pids limit bounds the job's tasks as the kernel counts them, whichever
+user runs them: builders run as build users, where no rlimit of the client
+reaches, and a fork bomb in a builder would otherwise take every pid the
+host has before the job's kill rounds catch up.
 """
 
 from __future__ import annotations
@@ -24,6 +29,10 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 DEFAULT_NAME = "nixjail-cache-builder"
 KILL_ROUNDS = 100
 KILL_PAUSE_S = 0.02
+# Tasks of the job's own machinery beside the stage's `processes`: the private
+# nix-daemon and its per-connection worker, the jail's nsjail and the Nix
+# client, with their threads (the kernel counts each thread as a task).
+JOB_OWN_TASKS = 64
 
 
 def default_parent() -> Path:
@@ -89,9 +98,16 @@ def _become_leaf(own: Path) -> None:
     leaf = own / SUPERVISOR_LEAF
     leaf.mkdir(exist_ok=True)
     (leaf / "cgroup.procs").write_text(str(os.getpid()))
+    _delegate(own, "memory")
+    with contextlib.suppress(OSError):
+        _delegate(own, "pids")
+
+
+def _delegate(own: Path, controller: str) -> None:
+    """v2: give `controller` to the cgroups below `own`."""
     enabled = (own / "cgroup.subtree_control").read_text().split()
-    if "memory" not in enabled:
-        (own / "cgroup.subtree_control").write_text("+memory")
+    if controller not in enabled:
+        (own / "cgroup.subtree_control").write_text(f"+{controller}")
 
 
 def _is_v1(directory: Path) -> bool:
@@ -109,20 +125,31 @@ def usable(parent: Path) -> bool:
         and "memory" in (parent / "cgroup.controllers").read_text())
 
 
-class JobCgroup:
-    """A fresh cgroup under `parent` with a memory (and swap) limit."""
+def _v1_pids_dir(memory_dir: Path) -> Path | None:
+    """v1: the pids hierarchy's directory at the same place as a memory one."""
+    pids_root = CGROUP_ROOT / "pids"
+    if not (pids_root / "cgroup.procs").exists():
+        return None
+    try:
+        relative = memory_dir.relative_to(CGROUP_ROOT / "memory")
+    except ValueError:
+        return None
+    return pids_root / relative
 
-    def __init__(self, parent: Path, name: str, limit_bytes: int) -> None:
+
+class JobCgroup:
+    """A fresh cgroup under `parent` with a memory (and swap) limit and, where
+    the kernel has the pids controller, a limit of `max_tasks` tasks."""
+
+    def __init__(self, parent: Path, name: str, limit_bytes: int,
+                 max_tasks: int | None = None) -> None:
         self.path = parent / name
+        self.v1 = _is_v1(parent)
+        self.pids_path = _v1_pids_dir(self.path) if self.v1 else None
         try:
-            self.path.mkdir()
-        except FileExistsError:
-            self.kill_all()
-            self.path.rmdir()
-            self.path.mkdir()
+            self._make()
         except OSError as exc:
-            raise ToolError(f"cannot make the cgroup {self.path}: {exc.strerror}") from None
-        self.v1 = _is_v1(self.path)
+            raise ToolError(f"cannot make the cgroup {exc.filename}: {exc.strerror}") from None
         if self.v1:
             self._write("memory.limit_in_bytes", limit_bytes)
             # Without swap accounting the limit alone applies.
@@ -132,6 +159,48 @@ class JobCgroup:
             self._write("memory.max", limit_bytes)
             if (self.path / "memory.swap.max").exists():
                 self._write("memory.swap.max", 0)
+        if max_tasks is not None and self.tasks_limit_file is not None:
+            self.tasks_limit_file.write_text(str(max_tasks))
+
+    @classmethod
+    def existing(cls, path: Path) -> JobCgroup:
+        """The job cgroup at `path`, as a crashed cache builder left it."""
+        group = cls.__new__(cls)
+        group.path, group.v1 = path, _is_v1(path)
+        pids = _v1_pids_dir(path) if group.v1 else None
+        group.pids_path = pids if pids is not None and pids.is_dir() else None
+        return group
+
+    def _make(self) -> None:
+        try:
+            self._make_directories()
+        except FileExistsError:
+            self.remove()  # a job of the same name that a crash left
+            self._make_directories()
+
+    def _make_directories(self) -> None:
+        self.path.mkdir()
+        if self.pids_path is not None:
+            self.pids_path.parent.mkdir(parents=True, exist_ok=True)
+            self.pids_path.mkdir()
+
+    def _directories(self) -> list[Path]:
+        return [self.path] + ([self.pids_path] if self.pids_path is not None else [])
+
+    @property
+    def tasks_limit_file(self) -> Path | None:
+        """Where the pids limit is written, or None without a pids controller."""
+        path = (self.pids_path or self.path) / "pids.max"
+        return path if path.exists() else None
+
+    def join_argv(self, argv: list[str]) -> list[str]:
+        """`argv` run by a shell that first moves itself into this cgroup (in
+        each hierarchy; writing 0 means "this process"), then execs it: so it
+        is in before it forks anything."""
+        procs = [str(path / "cgroup.procs") for path in self._directories()]
+        return ["/bin/sh", "-c",
+                'while [ "$1" != -- ]; do echo 0 > "$1" || exit 125; shift; done; '
+                'shift; exec "$@"', "join", *procs, "--", *argv]
 
     def _write(self, name: str, value: int | str) -> None:
         (self.path / name).write_text(str(value))
@@ -200,18 +269,23 @@ class JobCgroup:
             time.sleep(KILL_PAUSE_S)
 
     def remove(self) -> None:
-        """Kill what is left and remove the cgroup."""
+        """Kill what is left and remove the cgroup (in each hierarchy)."""
         self.kill_all()
-        for _ in range(KILL_ROUNDS):
-            try:
-                self.path.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError as exc:
-                if exc.errno != errno.EBUSY:
-                    raise
-                time.sleep(KILL_PAUSE_S)  # the last exits are still being reaped
+        for path in self._directories():
+            _rmdir(path)
+
+
+def _rmdir(path: Path) -> None:
+    for _ in range(KILL_ROUNDS):
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise
+            time.sleep(KILL_PAUSE_S)  # the last exits are still being reaped
 
 
 def sweep(parent: Path, alive: callable) -> list[Path]:
@@ -226,8 +300,7 @@ def sweep(parent: Path, alive: callable) -> list[Path]:
         owner, _, _ = child.name.partition("-")
         if not owner.isdigit() or alive(int(owner)):
             continue
-        group = JobCgroup.__new__(JobCgroup)
-        group.path, group.v1 = child, _is_v1(child)
+        group = JobCgroup.existing(child)
         with contextlib.suppress(OSError):
             group.remove()
             removed.append(child)

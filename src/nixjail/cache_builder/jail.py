@@ -192,9 +192,7 @@ def run_jail(config: JailConfig, job_dir: Path, limits: ResolvedLimits, *,
     argv = nsjail_command(config, job_dir, limits, cgroup_limited=cgroup is not None,
                           command=command)
     if cgroup is not None:
-        # The jail joins the job's cgroup before nsjail forks anything: the
-        # shell moves itself (writing 0 means "this process"), then execs.
-        argv = ["/bin/sh", "-c", 'echo 0 > "$0" && exec "$@"', str(cgroup.procs_file), *argv]
+        argv = cgroup.join_argv(argv)  # in before nsjail forks anything
     ooms_before = cgroup.oom_kills() if cgroup else 0
     cap = limits.output_kib * 1024
     out, err = Capture(cap), Capture(cap)
