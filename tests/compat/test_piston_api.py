@@ -237,8 +237,8 @@ def test_an_unknown_runtime_is_refused_as_piston_does(piston: Piston, body: dict
     (b"[]", "text/plain", 400, "the body must be a JSON object"),
     (b'"bash"', "application/json", 400, "the body must be a JSON object"),
     (b"{}", "application/x-www-form-urlencoded", 415,
-     "requests must be of type application/json (or text/plain)"),
-    (b"{}", "text/plain; charset=latin-1", 415, "requests must be UTF-8"),
+     "the body must be application/json or text/plain, not application/x-www-form-urlencoded"),
+    (b"{}", "text/plain; charset=latin-1", 415, "JSON bodies are UTF-8"),
 ])
 def test_malformed_bodies_are_refused_in_pistons_shape(piston: Piston, raw: bytes,
                                                        content_type: str, status: int,

@@ -29,3 +29,14 @@ def test_a_language_id_of_digits_that_are_not_ascii_is_refused_not_a_500(
     assert answer.status_code == 422, answer.text
     assert "language_id" in answer.json(), answer.text
     assert judge0.request("GET", f"{J}/languages/{language_id}").status_code in (400, 404)
+
+
+@pytest.mark.parametrize("raw", [b"[" * 100_000 + b"]" * 100_000,
+                                 b'{"language_id": NaN, "source_code": "echo hi"}'])
+def test_a_body_nested_past_the_parser_or_with_nan_is_refused_not_a_500(
+        judge0: CompatApi, raw: bytes) -> None:
+    # Python's JSON parser raises RecursionError, not ValueError, that deep.
+    answer = judge0.request("POST", f"{J}/submissions", data=raw,
+                            headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400, answer.text[:300]
+    assert "not valid JSON" in answer.json()["error"], answer.text[:300]

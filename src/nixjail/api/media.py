@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import falcon
 from pydantic import BaseModel, ValidationError
@@ -15,13 +16,15 @@ M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
 
-def read_body(req: falcon.Request, max_bytes: int, too_large: str | None = None) -> bytes:
+def read_body(req: falcon.Request, max_bytes: int, too_large: str | None = None, *,
+              media_types: tuple[str, ...] = (falcon.MEDIA_JSON,)) -> bytes:
     """The raw JSON body, refused (415, 413) before pydantic sees it; `too_large`
-    says what the cap is."""
+    says what the cap is, `media_types` what it may be sent as."""
     mimetype, _, params = (req.content_type or "").partition(";")
-    if mimetype.strip().lower() != falcon.MEDIA_JSON:
+    if mimetype.strip().lower() not in media_types:
+        shown = (mimetype.strip() or "absent")[:100]
         raise ApiError(415, "unsupported media type",
-                       f"the body must be {falcon.MEDIA_JSON}, not {mimetype.strip() or 'absent'}")
+                       f"the body must be {' or '.join(media_types)}, not {shown}")
     charsets = [param.strip().lower().removeprefix("charset=").strip('"')
                 for param in params.split(";") if param.strip().lower().startswith("charset=")]
     if any(charset not in ("utf-8", "utf8") for charset in charsets):
@@ -40,6 +43,23 @@ def read_body(req: falcon.Request, max_bytes: int, too_large: str | None = None)
     if len(raw) > max_bytes:
         raise refusal
     return raw
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def parse_json(raw: bytes) -> Any:
+    """A body parsed as JSON by the front ends that read it themselves;
+    ApiError 400 naming `body` when it is none (NaN and Infinity are not
+    JSON, and nesting deeper than Python's parser goes is refused too)."""
+    try:
+        return json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        reason = str(exc) if isinstance(exc, ValueError) else "it is nested too deeply"
+        message = f"the body is not valid JSON: {reason}"
+        raise ApiError(400, "invalid body", message,
+                       [FieldError(field="body", reason=message)]) from None
 
 
 def parse_body(req: falcon.Request, model: type[M], max_bytes: int,

@@ -3,7 +3,8 @@
 A front end turns its client's request into a nixjail `SubmissionRequest`
 naming a catalog environment (`request_for_source`), admits it as `/v1` does
 (`submit`: the same queue bound, the same spool and tenancy), waits for it
-(`wait_until_ended`) and answers in its client's shape. Nothing here knows a
+(`wait_until_ended`, or `run_to_end` for a client that gets one answer per
+run) and answers in its client's shape. Nothing here knows a
 client; each front end module (judge0, piston, codapi) has
 
 - `mount(app, ctx: CompatContext) -> None`: adds its routes under its prefix;
@@ -17,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import shlex
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -30,13 +32,14 @@ from nixjail.api.errors import ApiError, validation_error
 from nixjail.api.schemas import FieldError
 from nixjail.api.submissions import WaitSlots
 from nixjail.compat.anonymous import AnonymousGate
+from nixjail.errors import Conflict
 from nixjail.models import FileEncoding, StageResult, Submission, SubmissionRequest
 from nixjail.settings import CatalogEnvironment, CodapiCommand, Settings
 from nixjail.spool import Spool
 
-__all__ = ["CompatContext", "CompatResource", "QueueFull", "check_room", "data",
-           "rename_fields", "request_for_source", "stage_bytes", "submit",
-           "wait_until_ended"]
+__all__ = ["CompatContext", "CompatResource", "NoWaitSlot", "QueueFull", "Ran", "check_room",
+           "data", "rename_fields", "request_for_source", "run_to_end", "stage_bytes",
+           "submit", "wait_until_ended"]
 
 FrontEndName = Literal["judge0", "piston", "codapi"]
 
@@ -206,6 +209,52 @@ def wait_until_ended(ctx: CompatContext, submission: Submission, timeout_s: floa
         return submission
     with ctx.waits.wait_for(timeout_s, resp) as wait_s:
         return ctx.spool.wait(submission.id, wait_s) if wait_s else submission
+
+
+class NoWaitSlot(Exception):
+    """No request may wait now: every `api.max_waiters` slot is taken, or the
+    server waits for none (`api.max_wait_s` is 0: `waits_for_none`)."""
+
+    def __init__(self, waits_for_none: bool) -> None:
+        super().__init__("no waiting slot")
+        self.waits_for_none = waits_for_none
+
+
+@dataclass(frozen=True)
+class Ran:
+    """A synchronous run's outcome: the submission (ended, unless
+    `cancelled`), how long it was waited for at most, and how long it took."""
+
+    submission: Submission
+    cancelled: bool
+    waited_s: float
+    elapsed_ms: int
+
+
+def run_to_end(ctx: CompatContext, request: SubmissionRequest, owner: str | None,
+               timeout_s: float, resp: falcon.Response) -> Ran:
+    """Submit `request` as `owner`'s and wait for its end, as the front ends
+    whose clients get one answer per run (Piston, codapi) answer.
+
+    A waiting slot is taken first, so nothing is submitted that nobody could
+    wait for (NoWaitSlot); QueueFull as `submit`. A run that has not ended
+    within `timeout_s` (capped by `api.max_wait_s`) is cancelled: its client
+    never asks again."""
+    with ctx.waits.wait_for(timeout_s, resp) as wait_s:
+        if not wait_s:
+            raise NoWaitSlot(ctx.settings.api.max_wait_s <= 0)
+        started = time.monotonic()
+        submission = submit(ctx.spool, ctx.settings, request, owner, ctx.kick,
+                            created=ctx.created)
+        submission = ctx.spool.wait(submission.id, wait_s)
+        elapsed_ms = int((time.monotonic() - started) * 1000)
+    if submission.status.ended:
+        return Ran(submission, False, wait_s, elapsed_ms)
+    try:
+        ctx.spool.cancel(submission.id)
+    except Conflict:
+        return Ran(ctx.spool.get(submission.id), False, wait_s, elapsed_ms)  # ended just now
+    return Ran(submission, True, wait_s, elapsed_ms)
 
 
 # -- reading results -----------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any
 import falcon
 
 from nixjail.api.errors import ApiError
-from nixjail.api.media import read_body
+from nixjail.api.media import parse_json, read_body
 from nixjail.api.schemas import FieldError
 from nixjail.compat.common import (
     CompatContext,
@@ -368,11 +368,7 @@ def _fields(query: dict[str, str]) -> tuple[str, ...]:
 
 
 def _body(req: falcon.Request, settings: Settings) -> Any:
-    raw = read_body(req, settings.api.max_body_bytes)
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise _error(400, f"the body is not valid JSON: {exc}", "body") from None
+    return parse_json(read_body(req, settings.api.max_body_bytes))
 
 
 def _queue_full(full: QueueFull) -> ApiError:

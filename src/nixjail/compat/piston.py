@@ -20,17 +20,18 @@ import falcon
 from pydantic import TypeAdapter, ValidationError
 
 from nixjail.api.errors import ApiError
+from nixjail.api.media import parse_json, read_body
 from nixjail.api.schemas import FieldError
 from nixjail.compat.common import (
     CompatContext,
     CompatResource,
+    NoWaitSlot,
     QueueFull,
     request_for_source,
+    run_to_end,
     stage_bytes,
-    submit,
 )
 from nixjail.compat.piston_versions import newest
-from nixjail.errors import Conflict
 from nixjail.models import (
     RelativePath,
     StageResult,
@@ -102,42 +103,6 @@ def find_runtime(settings: Settings, language: str,
 
 
 # -- reading a request --------------------------------------------------------------
-
-def _read_body(req: falcon.Request, max_bytes: int) -> bytes:
-    """The raw body: JSON, sent as application/json or text/plain, in UTF-8,
-    at most `max_bytes` (refused before reading when its length says more)."""
-    mimetype, _, params = (req.content_type or "").partition(";")
-    mimetype = mimetype.strip().lower()
-    if mimetype not in MEDIA_TYPES:
-        raise _error(415, "requests must be of type application/json (or text/plain), "
-                     f"not {_echo(mimetype) or 'absent'}", "Content-Type")
-    charsets = [param.strip().lower().removeprefix("charset=").strip('"')
-                for param in params.split(";") if param.strip().lower().startswith("charset=")]
-    if any(charset not in ("utf-8", "utf8") for charset in charsets):
-        raise _error(415, "requests must be UTF-8", "Content-Type")
-    too_large = _error(413, f"the body is larger than {max_bytes} bytes", "body")
-    length = req.content_length
-    if length is not None and length > max_bytes:
-        raise too_large
-    stream = req.bounded_stream if length is not None else req.stream
-    raw = stream.read(max_bytes + 1)
-    if len(raw) > max_bytes:
-        raise too_large
-    return raw
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
-
-
-def _json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:
-        # RecursionError: nesting deeper than Python's parser goes.
-        reason = str(exc) if isinstance(exc, ValueError) else "it is nested too deeply"
-        raise _error(400, f"the body is not valid JSON: {reason}", "body") from None
-
 
 def _is_text(value: Any) -> TypeGuard[str]:
     """A JSON string that UTF-8 can carry (not a lone surrogate, "\\ud800")."""
@@ -442,37 +407,25 @@ class Runtimes(_Resource):
 class Execute(_Resource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         settings = self.ctx.settings
-        body = _json(_read_body(req, settings.api.max_body_bytes))
+        body = parse_json(read_body(req, settings.api.max_body_bytes, media_types=MEDIA_TYPES))
         entry, request = build_request(settings, body)
-        # A waiting slot first, so no submission is made that nobody can wait for.
-        with self.ctx.waits.wait_for(settings.api.max_wait_s, resp) as wait_s:
-            if not wait_s:
-                raise _error(503, "too many runs are being waited for; try again shortly"
-                             if settings.api.max_wait_s > 0 else "this server waits for no "
-                             "run (api.max_wait_s is 0), and Piston's execute must",
-                             "request", headers={"Retry-After": "1"})
-            try:
-                submission = submit(self.ctx.spool, settings, request,
-                                    self.caller(req).tenant, self.ctx.kick,
-                                    created=self.ctx.created)
-            except QueueFull as full:
-                raise _error(503, f"the queue is full; try again in {full.retry_after_s} s",
-                             "queue", headers={"Retry-After": str(full.retry_after_s)}) from None
-            submission = self.ctx.spool.wait(submission.id, wait_s)
-        if not submission.status.ended:
-            submission = self._give_up(submission, wait_s)
-        _respond(resp, render(entry, submission))
-
-    def _give_up(self, submission: Submission, waited_s: float) -> Submission:
-        """Cancel a run nobody will read (Piston's client gets one answer) and
-        say so; the submission, should it have ended meanwhile."""
         try:
-            self.ctx.spool.cancel(submission.id)
-        except Conflict:
-            return self.ctx.spool.get(submission.id)  # it ended just now
-        raise _error(504, f"the run did not end within {_number_text(waited_s)} s (the "
-                     f"server's api.max_wait_s); submission {submission.id} is cancelled",
-                     "request")
+            ran = run_to_end(self.ctx, request, self.caller(req).tenant,
+                             settings.api.max_wait_s, resp)
+        except NoWaitSlot as none:
+            raise _error(503, "this server waits for no run (api.max_wait_s is 0), and "
+                         "Piston's execute must" if none.waits_for_none else
+                         "too many runs are being waited for; try again shortly",
+                         "request", headers={"Retry-After": "1"}) from None
+        except QueueFull as full:
+            raise _error(503, f"the queue is full; try again in {full.retry_after_s} s",
+                         "queue", headers={"Retry-After": str(full.retry_after_s)}) from None
+        if ran.cancelled:
+            # Piston's client gets one answer and never asks again.
+            raise _error(504, f"the run did not end within {_number_text(ran.waited_s)} s "
+                         f"(the server's api.max_wait_s); submission {ran.submission.id} "
+                         "is cancelled", "request")
+        _respond(resp, render(entry, ran.submission))
 
 
 def _respond(resp: falcon.Response, body: Any) -> None:
