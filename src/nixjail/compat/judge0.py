@@ -15,7 +15,7 @@ import json
 import math
 import re
 import shlex
-from typing import Any
+from typing import Any, Final
 
 import falcon
 
@@ -45,7 +45,7 @@ from nixjail.errors import NotFound
 from nixjail.models import Submission, SubmissionRequest
 from nixjail.settings import CatalogEnvironment, Settings
 
-FRONT_END = "judge0"
+FRONT_END: Final = "judge0"
 MAX_BATCH = 20
 MAX_OPTION_CHARS = 512  # compiler_options and command_line_arguments, as Judge0 caps them
 # Where the compile script finds Judge0's compiler_options.
