@@ -75,6 +75,7 @@ class WarmPool:
         # Containers to make, in order (a key appears once per container wanted).
         self._wanted: list[PoolKey] = []
         self._making = 0
+        self._discards: list[threading.Thread] = []  # under the lock
         self._stopping = False
         self._filler = threading.Thread(target=self._fill, name="warm-pool", daemon=True)
         self._filler.start()
@@ -118,6 +119,8 @@ class WarmPool:
             self._lock.wait_for(lambda: self._making == 0, timeout=60)
         for warm in held:
             _discard(warm)
+        for thread in self._discards:  # evicted ones: gone, roots too, before the exit
+            thread.join(timeout=60)
 
     def ready_count(self, key: PoolKey) -> int:
         with self._lock:
@@ -141,8 +144,10 @@ class WarmPool:
         return None
 
     def _discard_later(self, warm: WarmContainer) -> None:
-        threading.Thread(target=_discard, args=(warm,), name="warm-pool-discard",
-                         daemon=True).start()
+        thread = threading.Thread(target=_discard, args=(warm,), name="warm-pool-discard",
+                                  daemon=True)
+        self._discards = [t for t in self._discards if t.is_alive()] + [thread]
+        thread.start()
 
     def _fill(self) -> None:
         pause = RETRY_S
@@ -161,15 +166,23 @@ class WarmPool:
                     requests.exceptions.RequestException) as exc:
                 failure = exc
             with self._lock:
-                self._making -= 1
                 if warm is not None and not self._stopping:
                     self._ready.setdefault(key, []).append(warm)
                     warm = None
                 elif failure is not None and not self._stopping:
                     self._wanted.append(key)
-                self._lock.notify_all()
+                if warm is None:
+                    self._making -= 1
+                    self._lock.notify_all()
             if warm is not None:
-                _discard(warm)  # made while the pool stopped
+                # Made while the pool stopped: still counted as being made, so
+                # `stop` returns only once it and its GC roots are gone.
+                try:
+                    _discard(warm)
+                finally:
+                    with self._lock:
+                        self._making -= 1
+                        self._lock.notify_all()
             if failure is None:
                 pause = RETRY_S
                 continue
