@@ -3,7 +3,6 @@ processes, real dockerd and the runner image, the fixture nixpkgs."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -22,6 +21,8 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
+
+from nixjail import docker as nj_docker
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE_NIXPKGS = REPO / "tests" / "fixtures" / "nixpkgs"
@@ -169,11 +170,13 @@ def counted_shell(counter: Path, salt: str) -> str:
 
 
 def start_stack(base: Path, *, remote_runner: bool = False,
-                cache: CacheSetup | None = None, extra_settings: str = "") -> Iterator[Stack]:
+                cache: CacheSetup | None = None, extra_settings: str = "",
+                runner_settings: str = "") -> Iterator[Stack]:
     """API and runner on this host; `remote_runner` makes the runner lease over
     HTTP with a worker token, as a worker host of its own does; `cache` adds a
     cache builder, its binary cache and the expiry timer's passes;
-    `extra_settings` (TOML tables) ends the settings file."""
+    `extra_settings` (TOML tables) ends the settings file, `runner_settings`
+    (TOML keys) ends its [runner] table."""
     if not (FIXTURE_NIXPKGS / "bin" / "busybox").exists():
         pytest.fail("the fixture nixpkgs is not prepared: run scripts/bootstrap")
     port = free_port()
@@ -223,6 +226,7 @@ concurrency = 2
 nixpkgs = "{FIXTURE_NIXPKGS}"
 {runner_remote}
 {runner_cache}
+{runner_settings}
 {cache_builder}
 {extra_settings}
 """)
@@ -258,8 +262,7 @@ nixpkgs = "{FIXTURE_NIXPKGS}"
             process.wait(timeout=30)
         for container in [*our_containers(runner_name),
                           *our_containers(runner_name, warm=True)]:
-            with contextlib.suppress(docker.errors.NotFound):  # gone meanwhile
-                container.remove(force=True)
+            nj_docker.remove(container)  # gone meanwhile, or being removed: fine
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

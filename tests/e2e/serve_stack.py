@@ -3,7 +3,6 @@ dockerd, nix and the runner image, the fixture nixpkgs it finds by itself."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -16,8 +15,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import docker.errors
 from e2e_stack import NIXJAIL, Stack, free_port, our_containers, wait_for_http
+
+from nixjail import docker as nj_docker
 
 # Every process `nixjail serve` starts inherits this variable: a process that
 # still carries it after serve stopped was left behind.
@@ -134,8 +134,7 @@ def clean_up(served: Served) -> None:
         served.process.wait(timeout=30)
     for container in [*our_containers(served.runner_name),
                       *our_containers(served.runner_name, warm=True)]:
-        with contextlib.suppress(docker.errors.NotFound):  # gone meanwhile
-            container.remove(force=True)
+        nj_docker.remove(container)  # gone meanwhile, or being removed: fine
     shutil.rmtree(served.run_dir, ignore_errors=True)
 
 
