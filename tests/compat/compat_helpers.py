@@ -102,9 +102,10 @@ def start_compat_api(tmp: Path, *, compat: dict[str, Any], auth: bool = True,
     return api, stop
 
 
-def start_compat_stack(base: Path, compat_toml: str) -> Iterator[Stack]:
+def start_compat_stack(base: Path, compat_toml: str, *,
+                       runner_settings: str = "") -> Iterator[Stack]:
     """The e2e stack (a submitter token `sub-token`; the runner leases over
     HTTP with a worker token) with the fixture catalog and `compat_toml`
-    ([compat.*] tables)."""
-    yield from start_stack(base, remote_runner=True,
+    ([compat.*] tables); `runner_settings` are keys of its [runner] table."""
+    yield from start_stack(base, remote_runner=True, runner_settings=runner_settings,
                            extra_settings=compat_toml + "\n" + FIXTURE_CATALOG.read_text())

@@ -15,6 +15,7 @@ import json
 import shutil
 import subprocess
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +24,9 @@ from typing import Any
 
 import pytest
 from compat_helpers import start_compat_stack
-from e2e_stack import Stack
+from e2e_stack import Stack, our_containers
+
+POOL_SIZE = 2
 
 pytestmark = [pytest.mark.docker, pytest.mark.nix]
 
@@ -128,7 +131,11 @@ anonymous = true
 allowed_origins = ["{page.origin}"]
 """
     try:
-        for stack in start_compat_stack(tmp_path_factory.mktemp("codapi"), compat):
+        # With a warm pool, as `nixjail serve` and the module run the runner:
+        # the widget gives up after 10 s, and a container's start on a loaded
+        # machine can take much of that.
+        for stack in start_compat_stack(tmp_path_factory.mktemp("codapi"), compat,
+                                        runner_settings=f"pool_size = {POOL_SIZE}"):
             codapi_url[0] = f"{stack.url}/codapi/v1"
             yield WidgetSetup(stack, page, elsewhere, browser, node_binary)
     finally:
@@ -150,10 +157,14 @@ def drive(setup: WidgetSetup, page: PageServer, snippets: list[str]) -> dict[str
 def warm(stack: Stack) -> None:
     """Build the bash environment once, as the cache builder's catalog build
     does at a service's start (this stack runs none), so the widget's first
-    run finds it built."""
+    run finds it built, and let the pool fill with its containers."""
     submission = stack.submit(shell_nix=None, environment="bash",
                               files={"main.sh": "true"})
     assert submission["status"] == "done", submission
+    deadline = time.monotonic() + 60
+    while len(our_containers(stack.runner_name, warm=True)) < POOL_SIZE:
+        assert time.monotonic() < deadline, "the warm pool did not fill within 60 s"
+        time.sleep(0.05)  # another process's state: looked at until it holds
 
 
 def test_the_widget_runs_bash_and_shows_the_output(widget: WidgetSetup) -> None:
