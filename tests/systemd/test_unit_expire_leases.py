@@ -77,8 +77,10 @@ def next_pass(machine: SystemdMachine) -> None:
 
     Passes follow each other closely on a loaded machine (seconds each, the
     timer 2 s after the last), so the unit may be seen only while active: a
-    pass counts once its start was seen and a later exit is recorded, whatever
-    the state at that moment.
+    pass counts once its start was seen and a later exit is recorded, or a
+    later start (a oneshot starts again only after it exited; systemd clears
+    the exit time at each start, so a poll that lands in every next pass
+    would never see one), whatever the state at that moment.
     """
     before = int(machine.show(SERVICE, "ExecMainStartTimestampMonotonic")[
         "ExecMainStartTimestampMonotonic"])
@@ -92,7 +94,8 @@ def next_pass(machine: SystemdMachine) -> None:
         if started != before and not first_new_start:
             first_new_start.append(started)
         return bool(first_new_start) and (
-            int(shown["ExecMainExitTimestampMonotonic"]) >= first_new_start[0])
+            started > first_new_start[0]
+            or int(shown["ExecMainExitTimestampMonotonic"]) >= first_new_start[0])
 
     machine.wait(done, timeout=45, what="the next expiry pass", interval=0.2)
 
