@@ -23,6 +23,7 @@ from jailkit.judge import (
     KILL_TERMINATED,
     KILL_TIME,
     KILLS_FOR_ERROR,
+    child_peak_kib,
     jail_failed,
     judge,
 )
@@ -350,9 +351,10 @@ def run_jailed(
     tree_cpu_ms = round((usage.ru_utime + usage.ru_stime) * 1000)
     stage_cpu_ns = meter.cpu_ns()
     cpu_ms = tree_cpu_ms if stage_cpu_ns is None else max(tree_cpu_ms, round(stage_cpu_ns / 1e6))
-    # KiB on Linux: the largest process of nsjail's waited tree, or the stage's whole
-    # resident memory as the container's cgroup showed it.
-    memory_kib = max(int(usage.ru_maxrss), meter.resident_peak // 1024,
+    # KiB on Linux: the largest process of nsjail's waited tree (where that figure
+    # is not container init's own), or the stage's whole resident memory as the
+    # container's cgroup showed it.
+    memory_kib = max(child_peak_kib(int(usage.ru_maxrss)), meter.resident_peak // 1024,
                      meter.anon_peak // 1024)
     log = captures[log_r].text()
     jail_error = jail_failed(log)

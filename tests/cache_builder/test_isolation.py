@@ -132,3 +132,19 @@ def test_a_jobs_tasks_are_bounded_whoever_runs_them(builder):
         group.remove()
     assert not group.path.exists()
     assert group.pids_path is None or not group.pids_path.exists()
+
+
+def test_a_small_job_of_a_large_cache_builder_is_within_its_memory(builder):
+    # A child reports its spawner's peak memory as its own (the kernel records
+    # it at exec): a cache builder larger than a job's limit must not judge
+    # each job it runs past that limit.
+    config: BuilderConfig = builder.config
+    held = bytearray(300 << 20)
+    held[::4096] = b"\x01" * len(held[::4096])  # resident, not just mapped
+    job_dir = config.work_dir / f"small-{salt()}"
+    prepare_job_dir(job_dir, "{}", config.jail)
+    run = run_jail(config.jail, job_dir, limits(memory_mib=256, wall_time_s=10), cgroup=None,
+                   command=["/bin/bash", "-c", "echo small"])
+    del held
+    assert run.result.status is StageStatus.ok, run.result
+    assert run.result.memory_kib < 256 * 1024, run.result

@@ -31,7 +31,9 @@ def test_hello_world(run_init):
     assert result["stdout"] == "hello, world\n"
     assert result["stderr"] == ""
     assert result["wall_time_ms"] < 1000
-    assert result["memory_kib"] > 0
+    # The stage's own peak or none (no cgroup here): never container init's own,
+    # which the kernel hands every child as its starting peak.
+    assert result["memory_kib"] < 8 * 1024, result
     assert set(result) == {
         "status", "exit_code", "signal", "stdout", "stderr", "stdout_truncated",
         "stderr_truncated", "stdout_binary", "stderr_binary", "wall_time_ms", "cpu_time_ms",
@@ -82,6 +84,14 @@ def test_cpu_time_limit(run_init):
     assert result["status"] == "time_limit"
     assert result["cpu_time_ms"] >= 450
     assert run.elapsed < 3.0
+
+
+def test_a_stage_larger_than_init_reports_its_own_peak(run_init):
+    # tail holds the one 64 MiB line whole.
+    result = run_init(make_job("head -c 67108864 /dev/zero | tail >/dev/null",
+                               run_limits={"memory_mib": 256})).result("run")
+    assert result["status"] == "ok", result
+    assert 64 * 1024 <= result["memory_kib"] < 200 * 1024, result
 
 
 def test_memory_hog(run_init):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 
 from nixjail.jailkit.judge import (
     KILL_DEADLINE,
@@ -98,3 +101,34 @@ def test_jail_failed_reads_nsjails_own_lines():
     assert jail_failed("[W] a warning\n[F] fatal\n")
     assert not jail_failed("[W] only a warning\n")
     assert not jail_failed("")
+
+
+# A process that holds PARENT_MIB, then reports what child_peak_kib makes of
+# the ru_maxrss of a child that holds nothing (true) and of one holding more.
+PEAKS = """
+import json, os, subprocess, sys
+from nixjail.jailkit.judge import child_peak_kib, own_peak_kib
+held = bytearray(int(sys.argv[1]) << 20)
+for i in range(0, len(held), 4096):
+    held[i] = 1
+def peak(argv):
+    _, _, usage = os.wait4(subprocess.Popen(argv).pid, 0)
+    return usage.ru_maxrss, child_peak_kib(usage.ru_maxrss)
+grow = [sys.executable, "-c", "b = bytearray(%d << 20); [b.__setitem__(i, 1) "
+        "for i in range(0, len(b), 4096)]" % (2 * int(sys.argv[1])), ]
+print(json.dumps({"own": own_peak_kib(), "true": peak(["true"]), "grow": peak(grow)}))
+"""
+
+
+def test_a_childs_peak_memory_is_its_own_never_its_spawners() -> None:
+    parent_mib = 200
+    ran = subprocess.run([sys.executable, "-c", PEAKS, str(parent_mib)],
+                         capture_output=True, text=True, timeout=120, check=True)
+    seen = json.loads(ran.stdout)
+    assert seen["own"] >= parent_mib * 1024
+    # The kernel gives `true` its spawner's peak; that figure is not the child's.
+    raw, judged = seen["true"]
+    assert raw >= parent_mib * 1024 and judged == 0, seen
+    # A child that outgrows its spawner shows its own peak.
+    raw, judged = seen["grow"]
+    assert judged == raw >= 2 * parent_mib * 1024, seen

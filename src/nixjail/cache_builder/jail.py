@@ -33,7 +33,14 @@ from pathlib import Path
 from nixjail.cache_builder.cgroup import JobCgroup
 from nixjail.errors import ToolError
 from nixjail.jailkit.capture import Capture
-from nixjail.jailkit.judge import KILL_OUTPUT, KILL_TERMINATED, KILL_TIME, jail_failed, judge
+from nixjail.jailkit.judge import (
+    KILL_OUTPUT,
+    KILL_TERMINATED,
+    KILL_TIME,
+    child_peak_kib,
+    jail_failed,
+    judge,
+)
 from nixjail.jailkit.nsjail import Bind, Identity, JailLimits, Mount, Tmpfs, nsjail_argv, preexec
 from nixjail.models import ResolvedLimits, StageResult, StageStatus
 
@@ -258,6 +265,7 @@ def run_jail(config: JailConfig, job_dir: Path, limits: ResolvedLimits, *,
         cgroup.kill_all()  # builders of a private daemon that outlived the client
     tree_cpu_ms = int((usage.ru_utime + usage.ru_stime) * 1000)
     peak_kib = cgroup.peak_bytes() // 1024 if cgroup else 0
+    client_kib = child_peak_kib(usage.ru_maxrss)  # 0: no more than this process's own
     stderr = err.text()
     problems = _nsjail_problems(job_dir)
     # Without a cgroup, RLIMIT_AS ends an expression that allocates too much: Nix says so.
@@ -269,7 +277,7 @@ def run_jail(config: JailConfig, job_dir: Path, limits: ResolvedLimits, *,
         cpu_ms=tree_cpu_ms,
         cpu_limit_ms=limits.cpu_time_s * 1000,
         # The client's resident peak: the cgroup's peak counts page cache up to its limit.
-        memory_kib=usage.ru_maxrss,
+        memory_kib=client_kib,
         memory_limit_kib=limits.memory_mib * 1024,
         oom_killed=out_of_memory,
         jail_error=bool(problems),
@@ -287,7 +295,7 @@ def run_jail(config: JailConfig, job_dir: Path, limits: ResolvedLimits, *,
         stdout=out.text(), stderr=stderr,
         stdout_truncated=out.truncated, stderr_truncated=err.truncated,
         stdout_binary=out.binary, stderr_binary=err.binary,
-        wall_time_ms=wall_ms, cpu_time_ms=tree_cpu_ms, memory_kib=peak_kib or usage.ru_maxrss)
+        wall_time_ms=wall_ms, cpu_time_ms=tree_cpu_ms, memory_kib=peak_kib or client_kib)
     return JailRun(result, job_dir / "out", _KILLED_AS.get(killed_for))
 
 

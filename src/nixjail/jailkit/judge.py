@@ -50,6 +50,32 @@ def exit_code_or_signal(wait_status: int) -> tuple[int | None, int | None]:
     return code, None
 
 
+def own_peak_kib(status: str = "/proc/self/status") -> int:
+    """This process's peak resident memory (VmHWM), in KiB; 0 when unknown."""
+    try:
+        with open(status) as lines:
+            for line in lines:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def child_peak_kib(ru_maxrss: int) -> int:
+    """The waited child tree's own peak resident memory from its `ru_maxrss`, or
+    0 when that figure says nothing.
+
+    The kernel records in a process that execs the peak of the memory it had
+    before, which for a child is its spawner's: every child of a 300 MiB
+    supervisor reports at least 300 MiB, `true` too. A figure above the
+    spawner's own peak can only be the child's; one at or below it may be
+    only the spawner's, and the caller's cgroup figures must say the rest.
+    Call it after the wait, so the peak read is the one recorded then or later.
+    """
+    return ru_maxrss if ru_maxrss > own_peak_kib() else 0
+
+
 def jail_failed(log: str) -> bool:
     """nsjail's log (with --quiet, warnings and worse) says nsjail itself failed."""
     return any(line.startswith(("[E]", "[F]")) for line in log.splitlines())
