@@ -22,6 +22,8 @@ from nixjail.spool import Queue
 
 C = "/codapi"
 EXEC = f"{C}/v1/exec"
+# How long a request waits for its answer, and the test's worker for its job.
+CLIENT_WAIT_S = 30
 PAGE = "http://127.0.0.1:8123"
 DOCS = "https://docs.example.org"
 ELSEWHERE = "https://elsewhere.example.net"
@@ -73,7 +75,9 @@ def exec_with_worker(api: CompatApi, body: dict[str, Any], *,
 
     def worker() -> None:
         try:
-            lease = api.spool.lease(Queue.run, "codapi-test", wait_s=10)
+            # As long as the client waits for its answer: on a loaded machine the
+            # submission's creation (its fsyncs) can take seconds.
+            lease = api.spool.lease(Queue.run, "codapi-test", wait_s=CLIENT_WAIT_S)
             assert lease is not None, "nothing was queued"
             if compile_result is not None:
                 api.spool.report_stage(lease, "compile", compile_result)
@@ -85,11 +89,12 @@ def exec_with_worker(api: CompatApi, body: dict[str, Any], *,
 
     thread = threading.Thread(target=worker)
     thread.start()
-    answer = post(api, body, **kwargs)
-    thread.join(15)
+    answer = post(api, body, timeout=CLIENT_WAIT_S, **kwargs)
+    thread.join(CLIENT_WAIT_S + 5)
     assert not thread.is_alive()
     if failures:
-        raise failures[0]
+        raise AssertionError(f"the worker: {failures[0]}; the answer: {answer.status_code} "
+                             f"{answer.text[:500]}") from failures[0]
     return answer, taken[0]
 
 
