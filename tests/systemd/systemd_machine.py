@@ -55,6 +55,7 @@ ExecStart=/usr/bin/nix-daemon
 KillMode=process
 """
 NIX_BUILD_USERS = 4
+BUILD_UID_BASE = 62000  # neither the system range (bootstrap's) nor NixOS' 30001 and up
 
 # systemd in a container (docs of the machine: /work/shared/MACHINE.md).
 RUN_FLAGS = [
@@ -173,8 +174,12 @@ class SystemdMachine:
             "ExecStart=/usr/bin/python3 -I /opt/nixjail/test/docker_stub.py /run/docker.sock\n")
         (self.files / "systemd" / "system" / "nixjail-test-nix-daemon.service").write_text(
             NIX_DAEMON_UNIT)
-        # The docker group; Nix's build users, for builds in the Nix sandbox.
-        users = "".join(f"u nixbld{i} -:nixbld \"Nix build user {i}\" /var/empty\n"
+        # The docker group; Nix's build users, for builds in the Nix sandbox. Their
+        # uids are fixed far from the system range the host's build users come
+        # from: containers share the host's uids, and a Nix daemon kills every
+        # process of a build user's uid before it builds as that user.
+        users = "".join(f"u nixbld{i} {BUILD_UID_BASE + i}:nixbld "
+                        f"\"Nix build user {i}\" /var/empty\n"
                         f"m nixbld{i} nixbld\n" for i in range(1, NIX_BUILD_USERS + 1))
         (self.files / "sysusers.d" / "nixjail-test.conf").write_text(
             "g docker -\ng nixbld -\n" + users)
