@@ -11,7 +11,6 @@ docs/compat.md says what is mapped how.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
@@ -27,6 +26,7 @@ from nixjail.compat.common import (
     NoWaitSlot,
     QueueFull,
     request_for_source,
+    respond_json,
     run_to_end,
     stage_bytes,
 )
@@ -266,7 +266,6 @@ class Exec(CompatResource):
         except QueueFull as full:
             raise _refused(429, "queue", "busy: the queue is full, try again later",
                            headers={"Retry-After": str(full.retry_after_s)}) from None
-        resp.content_type = falcon.MEDIA_JSON
         if ran.cancelled:
             # As codapi answers a run past its timeout: a failed execution.
             body = answer(ran.submission.id, ok=False, duration_ms=ran.elapsed_ms, stdout="",
@@ -274,7 +273,7 @@ class Exec(CompatResource):
                           f"within {ran.waited_s:g} s, so nixjail cancelled it")
         else:
             body = render(ran.submission)
-        resp.data = json.dumps(body).encode()
+        respond_json(resp, body)
 
 
 # -- CORS ---------------------------------------------------------------------------

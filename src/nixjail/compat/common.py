@@ -38,8 +38,8 @@ from nixjail.settings import CatalogEnvironment, CodapiCommand, Settings
 from nixjail.spool import Spool
 
 __all__ = ["CompatContext", "CompatResource", "NoWaitSlot", "QueueFull", "Ran", "check_room",
-           "data", "rename_fields", "request_for_source", "run_to_end", "stage_bytes",
-           "submit", "wait_until_ended"]
+           "data", "rename_fields", "request_for_source", "respond_json", "run_to_end",
+           "stage_bytes", "submit", "wait_until_ended"]
 
 FrontEndName = Literal["judge0", "piston", "codapi"]
 
@@ -255,6 +255,13 @@ def run_to_end(ctx: CompatContext, request: SubmissionRequest, owner: str | None
     except Conflict:
         return Ran(ctx.spool.get(submission.id), False, wait_s, elapsed_ms)  # ended just now
     return Ran(submission, True, wait_s, elapsed_ms)
+
+
+def respond_json(resp: falcon.Response, body: Any, status: int = 200) -> None:
+    """Answer `body` as JSON, in the client's own shape (not a nixjail model)."""
+    resp.status = status
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = json.dumps(body).encode()
 
 
 # -- reading results -----------------------------------------------------------

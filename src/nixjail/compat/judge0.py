@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import json
 import math
 import re
 import shlex
@@ -28,6 +27,7 @@ from nixjail.compat.common import (
     QueueFull,
     check_room,
     request_for_source,
+    respond_json,
     submit,
     wait_until_ended,
 )
@@ -409,8 +409,7 @@ class Submissions(_Resource):
                                 created=self.ctx.created)
         except QueueFull as full:
             raise _queue_full(full) from None
-        resp.status = 201
-        resp.content_type = falcon.MEDIA_JSON
+        body: Any = {"token": submission.id}
         if query.get("wait") == "true":
             submission = wait_until_ended(self.ctx, submission,
                                           self.ctx.settings.api.max_wait_s, resp)
@@ -420,9 +419,7 @@ class Submissions(_Resource):
             except NotText:
                 # Created all the same: Judge0 says so with the token beside the error.
                 body = {"error": NOT_TEXT, "token": submission.id}
-            resp.data = json.dumps(body).encode()
-        else:
-            resp.data = json.dumps({"token": submission.id}).encode()
+        respond_json(resp, body, 201)
 
 
 class SubmissionItem(_Resource):
@@ -430,7 +427,7 @@ class SubmissionItem(_Resource):
         query = _query(req)
         fields = _fields(query)
         submission = self._get(req, token)
-        _json(resp, self._render(submission, fields, query.get("base64_encoded") == "true"))
+        respond_json(resp, self._render(submission, fields, query.get("base64_encoded") == "true"))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, token: str) -> None:
         if not self.ctx.settings.compat.judge0.allow_delete:
@@ -445,7 +442,7 @@ class SubmissionItem(_Resource):
         body = self._render(submission, fields, True)
         # Found as the caller's (`_get`) just now; ended, so nothing changes it.
         self.ctx.spool.delete(submission.id)
-        _json(resp, body)
+        respond_json(resp, body)
 
 
 class Batch(_Resource):
@@ -484,7 +481,7 @@ class Batch(_Resource):
             submission = submit(self.ctx.spool, self.ctx.settings, request, tenant,
                                 self.ctx.kick, created=self.ctx.created, room_checked=True)
             answers[index] = {"token": submission.id}
-        _json(resp, answers, 201 if requests else 422)
+        respond_json(resp, answers, 201 if requests else 422)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = _query(req)
@@ -507,12 +504,12 @@ class Batch(_Resource):
                 found.append(None)  # unknown, or another tenant's: the same to the caller
                 continue
             found.append(self._render(submission, fields, base64_encoded))
-        _json(resp, {"submissions": found})
+        respond_json(resp, {"submissions": found})
 
 
 class Languages(_Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        _json(resp, [{"id": language_id, "name": entry.judge0.name}
+        respond_json(resp, [{"id": language_id, "name": entry.judge0.name}
                      for language_id, entry in sorted(languages(self.ctx.settings).items())
                      if entry.judge0])
 
@@ -523,20 +520,20 @@ class Language(_Resource):
             if language_id.isascii() and language_id.isdigit() and len(language_id) < 10 else None
         if entry is None or entry.judge0 is None:
             raise _error(404, "Not Found", "language_id")
-        _json(resp, {"id": int(language_id), "name": entry.judge0.name, "is_archived": False,
+        respond_json(resp, {"id": int(language_id), "name": entry.judge0.name, "is_archived": False,
                      "source_file": entry.main_file, "compile_cmd": entry.compile_sh,
                      "run_cmd": entry.run_sh})
 
 
 class Statuses(_Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        _json(resp, [{"id": status_id, "description": description}
+        respond_json(resp, [{"id": status_id, "description": description}
                      for status_id, description in STATUSES.items()])
 
 
 class About(_Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        _json(resp, {"version": self.ctx.settings.compat.judge0.version,
+        respond_json(resp, {"version": self.ctx.settings.compat.judge0.version,
                      "homepage": "https://github.com/nixjail/nixjail",
                      "source_code": "https://github.com/nixjail/nixjail",
                      "maintainer": "nixjail (Judge0-compatible front end)"})
@@ -544,13 +541,7 @@ class About(_Resource):
 
 class ConfigInfo(_Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        _json(resp, config_info(self.ctx.settings))
-
-
-def _json(resp: falcon.Response, body: Any, status: int = 200) -> None:
-    resp.status = status
-    resp.content_type = falcon.MEDIA_JSON
-    resp.data = json.dumps(body).encode()
+        respond_json(resp, config_info(self.ctx.settings))
 
 
 def mount(app: falcon.App, ctx: CompatContext) -> None:

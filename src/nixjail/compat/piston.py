@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 import signal as signals
 from typing import Any, Final, TypeGuard
@@ -28,6 +27,7 @@ from nixjail.compat.common import (
     NoWaitSlot,
     QueueFull,
     request_for_source,
+    respond_json,
     run_to_end,
     stage_bytes,
 )
@@ -399,7 +399,7 @@ class _Resource(CompatResource):
 
 class Runtimes(_Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        _respond(resp, [{"language": entry.piston.language, "version": entry.piston.version,
+        respond_json(resp, [{"language": entry.piston.language, "version": entry.piston.version,
                          "aliases": list(entry.piston.aliases)}
                         for entry in runtimes(self.ctx.settings) if entry.piston])
 
@@ -425,13 +425,7 @@ class Execute(_Resource):
             raise _error(504, f"the run did not end within {_number_text(ran.waited_s)} s "
                          f"(the server's api.max_wait_s); submission {ran.submission.id} "
                          "is cancelled", "request")
-        _respond(resp, render(entry, ran.submission))
-
-
-def _respond(resp: falcon.Response, body: Any) -> None:
-    resp.status = 200
-    resp.content_type = falcon.MEDIA_JSON
-    resp.data = json.dumps(body).encode()
+        respond_json(resp, render(entry, ran.submission))
 
 
 def mount(app: falcon.App, ctx: CompatContext) -> None:
