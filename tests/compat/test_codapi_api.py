@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,20 +30,14 @@ REFUSAL_KEYS = {"id", "ok", "duration", "stdout", "stderr"}
 
 
 @pytest.fixture
-def make(tmp_path: Path) -> Iterator[Callable[..., CompatApi]]:
-    stops = []
-
+def make(compat_api: Callable[..., CompatApi]) -> Callable[..., CompatApi]:
     def start(*, codapi: dict[str, Any] | None = None, **kwargs: Any) -> CompatApi:
         front_end = {"enabled": True, "anonymous": True, "allowed_origins": [PAGE, DOCS],
                      **(codapi or {})}
         compat = {"codapi": front_end, **kwargs.pop("compat", {})}
-        api, stop = start_compat_api(tmp_path / f"api{len(stops)}", compat=compat, **kwargs)
-        stops.append(stop)
-        return api
+        return compat_api(compat=compat, **kwargs)
 
-    yield start
-    for stop in stops:
-        stop()
+    return start
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import io
 import threading
 import zipfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,18 +42,12 @@ def zipped(files: dict[str, bytes], *, modes: dict[str, int] | None = None) -> s
 
 
 @pytest.fixture
-def make(tmp_path: Path) -> Iterator[Callable[..., CompatApi]]:
-    stops = []
-
+def make(compat_api: Callable[..., CompatApi]) -> Callable[..., CompatApi]:
     def start(*, judge0: dict[str, Any] | None = None, **kwargs: Any) -> CompatApi:
         compat = {"judge0": {"enabled": True, **(judge0 or {})}, **kwargs.pop("compat", {})}
-        api, stop = start_compat_api(tmp_path / f"api{len(stops)}", compat=compat, **kwargs)
-        stops.append(stop)
-        return api
+        return compat_api(compat=compat, **kwargs)
 
-    yield start
-    for stop in stops:
-        stop()
+    return start
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -112,22 +111,21 @@ def two_bashes() -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def make(tmp_path: Path) -> Iterator[Callable[..., Piston]]:
-    stops: list[Callable[[], None]] = []
+def make(compat_api: Callable[..., CompatApi]) -> Iterator[Callable[..., Piston]]:
+    workers: list[Worker] = []
 
     def start(*, piston: dict[str, Any] | None = None, worker: bool = True,
               **kwargs: Any) -> Piston:
         compat = {"piston": {"enabled": True, **(piston or {})}, **kwargs.pop("compat", {})}
-        api, stop = start_compat_api(tmp_path / f"api{len(stops)}", compat=compat, **kwargs)
-        stops.append(stop)
+        api = compat_api(compat=compat, **kwargs)
         played = Worker(api) if worker else None
         if played is not None:
-            stops.append(played.stop)
+            workers.append(played)
         return Piston(api=api, worker=played)
 
     yield start
-    for stop in reversed(stops):
-        stop()
+    for played in workers:  # before their APIs stop (compat_api's teardown comes after)
+        played.stop()
 
 
 @pytest.fixture

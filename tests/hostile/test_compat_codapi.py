@@ -6,14 +6,10 @@ in codapi's shape, quickly, with nothing submitted."""
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "compat"))
 from compat_helpers import CompatApi, start_compat_api
 
 EXEC = "/codapi/v1/exec"

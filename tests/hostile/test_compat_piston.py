@@ -8,15 +8,11 @@ must be refused before anything is submitted."""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "compat"))
 from compat_helpers import CompatApi, start_compat_api
 
 EXECUTE = "/piston/api/v2/execute"
