@@ -113,21 +113,30 @@ def start_server(tmp: Path, *, auth: bool = True, spool_dir: Path | None = None,
                   max_attempts=settings.max_attempts)
     kicks: list[float] = []
     app = create_app(spool, settings, kick=lambda: kicks.append(1.0))
-    sock = bind("127.0.0.1:0")
-    server = ApiServer(app, [sock], settings,
-                       callbacks=sender_for(spool, settings.callbacks))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    port = sock.getsockname()[1]
-    api = Api(url=f"http://127.0.0.1:{port}", spool=spool, settings=settings, kicks=kicks)
+    url, stop_server = serve_app(app, settings, callbacks=sender_for(spool, settings.callbacks))
+    api = Api(url=url, spool=spool, settings=settings, kicks=kicks)
 
     def stop() -> None:
         api.session.close()
+        stop_server()
+
+    return api, stop
+
+
+def serve_app(app: Any, settings: Settings, **server_options: Any) -> tuple[str, Callable]:
+    """`app` served by a real ApiServer on a free loopback port, in a thread:
+    its URL, and how to stop it."""
+    sock = bind("127.0.0.1:0")
+    server = ApiServer(app, [sock], settings, **server_options)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def stop() -> None:
         server.stop()
         thread.join(10)
         assert not thread.is_alive()
 
-    return api, stop
+    return f"http://127.0.0.1:{sock.getsockname()[1]}", stop
 
 
 

@@ -9,7 +9,6 @@ dockerd, the fixture nixpkgs) with the same catalog, for the real clients.
 
 from __future__ import annotations
 
-import threading
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from api_helpers import serve_app
 from e2e_stack import Stack, start_stack
 
 from nixjail.api import create_app
-from nixjail.api.server import ApiServer, bind
 from nixjail.models import CaseResult, StageResult, Submission
 from nixjail.settings import Settings
 from nixjail.spool import Queue, Spool
@@ -86,18 +85,12 @@ def start_compat_api(tmp: Path, *, compat: dict[str, Any], auth: bool = True,
                   max_attempts=full.max_attempts, dependency_jobs=False,
                   resolve_limits=full.resolve_limits)
     app = create_app(spool, full, kick=lambda: None)
-    sock = bind("127.0.0.1:0")
-    server = ApiServer(app, [sock], full)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    api = CompatApi(url=f"http://127.0.0.1:{sock.getsockname()[1]}", spool=spool,
-                    settings=full)
+    url, stop_server = serve_app(app, full)
+    api = CompatApi(url=url, spool=spool, settings=full)
 
     def stop() -> None:
         api.session.close()
-        server.stop()
-        thread.join(10)
-        assert not thread.is_alive()
+        stop_server()
 
     return api, stop
 
