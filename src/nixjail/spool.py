@@ -66,6 +66,10 @@ ORPHAN_GRACE_S = 5.0
 # A queue entry is written before its record: a waiting lease looks again after
 # this long even when nothing else changed, in case it saw the entry too early.
 RECORD_GRACE_S = 0.05
+# A waiting lease looks at its queue again at least this often even without a
+# wake-up: a test that waited 30 s in one lease saw the queued job missed under
+# load (cause not found yet); every runner already leases in waits of 1 s.
+RELOOK_S = 1.0
 
 
 class Queue(StrEnum):
@@ -481,7 +485,7 @@ class Spool:
                     change = stack.enter_context(
                         watch.watcher().changes(self._queued_dir(queue)))
                     continue  # look again: something may have come meanwhile
-                change.wait(min(remaining, RECORD_GRACE_S) if unfinished else remaining)
+                change.wait(min(remaining, RECORD_GRACE_S if unfinished else RELOOK_S))
 
     def _try_lease(self, queue: Queue, submission_id: str, holder: str) -> Lease | None:
         if not self._record_path(submission_id).exists():
